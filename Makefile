@@ -1,0 +1,37 @@
+# The two promises of the README: `make demo` and `make test`, on a fresh machine
+# with only Python 3.11, pip and gcc.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test lint typecheck pytest demo bench faults clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+demo: install
+	$(BIN)/python starter.py demo
+
+bench: install
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf .quotaflow .pytest_cache .mypy_cache .ruff_cache
