@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     temporal_port: int = Field(default=7233, ge=1, le=65535)
     temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
     temporal_headless: bool = False
+    workflow_id_prefix: str = Field(
+        default="",
+        pattern=r"^[a-z0-9-]{0,40}$",
+        description="Prefix of every workflow id: several quotaflow deployments (or test runs) "
+        "can then share one Temporal namespace.",
+    )
 
     # --- Kubernetes ---------------------------------------------------------------------
     kube_mode: Literal["emulator", "kubeconfig", "incluster"] = "emulator"
@@ -71,6 +77,21 @@ class Settings(BaseSettings):
     )
     requeue_backoff_base_seconds: float = Field(default=30.0, ge=0)
     requeue_backoff_max_seconds: float = Field(default=900.0, ge=0)
+    eviction_grace_seconds: int | None = Field(
+        default=None, ge=0, description="Grace period of evictions; unset = the pod's own."
+    )
+    job_poll_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How often a job workflow re-reads its state unprompted "
+        "(a fallback: the dispatcher's and the pod watcher's signals are the normal path).",
+    )
+    reconcile_after_seconds: float = Field(
+        default=10.0, gt=0, description="Admitted jobs without a pod after this are re-notified."
+    )
+    preemption_retry_seconds: float = Field(
+        default=10.0, ge=0, description="Wait before trying to preempt for the same job again."
+    )
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("timezone")

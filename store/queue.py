@@ -278,6 +278,21 @@ class QueueStore(Repository):
                 to_model(JobEvent, r) for r in all_rows(conn, "job_events_list", {"job_id": job_id})
             ]
 
+    def view(self, job_id: UUID) -> dict[str, Any]:
+        """The job with its project's display path and its submitter's name."""
+        with self.db.connection() as conn:
+            row = one(conn, "job_view", {"job_id": job_id})
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return row
+
+    def admitted_without_pod(self, pool: str, older_than_seconds: float) -> list[UUID]:
+        with self.db.connection() as conn:
+            rows = all_rows(
+                conn, "job_admitted_without_pod", {"pool": pool, "older_than": older_than_seconds}
+            )
+        return [r["id"] for r in rows]
+
     def queue_position(self, job_id: UUID) -> int:
         with self.db.connection() as conn:
             row = one(conn, "job_queue_position", {"job_id": job_id})

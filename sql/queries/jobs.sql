@@ -82,3 +82,23 @@ WHERE me.id = %(job_id)s AND j.pool = me.pool AND j.status = 'PENDING' AND j.id 
 -- job_counts_by_status --
 -- How many jobs are in each status, per pool.
 SELECT pool, status, count(*) AS n FROM jobs GROUP BY pool, status ORDER BY pool, status
+
+-- job_view --
+-- A job as workflows and other services see it: with the project's names from the root and the
+-- submitter's username.
+SELECT j.*, u.username AS submitted_by_name,
+       (SELECT string_agg(a.name, '/' ORDER BY nlevel(a.path))
+        FROM projects a WHERE a.path @> p.path) AS project_names
+FROM jobs j
+JOIN projects p ON p.p_id = j.project_id
+JOIN users u ON u.id = j.submitted_by
+WHERE j.id = %(job_id)s
+
+-- job_admitted_without_pod --
+-- Admitted jobs of a pool that have had no pod for a while: their workflow may never have been
+-- told (a dispatcher crash between claim and notification).
+SELECT id, attempt FROM jobs
+WHERE pool = %(pool)s AND status = 'ADMITTED' AND pod_name IS NULL
+  AND admitted_at < now() - make_interval(secs => %(older_than)s)
+ORDER BY admitted_at
+LIMIT 500

@@ -1,0 +1,50 @@
+"""The pod watcher: one long-running, heartbeating activity for the whole cluster.
+
+It lists and watches quotaflow pods and signals each ending to its job's workflow. Its
+checkpoint (the watch's resourceVersion) is the heartbeat detail, recorded only after every
+ending before it was delivered: after a worker restart Temporal retries the activity, which
+resumes from the last checkpoint — nothing is lost, and what is seen twice is dropped by the
+job workflow (it remembers the endings it handled).
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities.base import ActivityBase, translated
+from activities.signals import signal_job
+from k8s.watcher import PodEndingWatcher
+from workflows.shared import PodEndedSignal, PodWatchInput
+
+WINDOW_SECONDS = 5.0
+
+
+class PodActivities(ActivityBase):
+    @activity.defn(name="watch_pods")
+    @translated
+    async def watch_pods(self, input: PodWatchInput) -> None:
+        details = activity.info().heartbeat_details
+        checkpoint = str(details[0]) if details and details[0] else input.checkpoint
+        watcher = PodEndingWatcher(self.kube, checkpoint)
+        activity.logger.info("pod watcher starting from %s", checkpoint or "a fresh list")
+        while True:
+            batch = await self.blocking(watcher.poll, WINDOW_SECONDS)
+            for ending in batch.endings:
+                if ending.job_id is None:
+                    continue
+                await signal_job(
+                    self.client,
+                    self.settings,
+                    ending.job_id,
+                    "pod_ended",
+                    PodEndedSignal(
+                        pod_name=ending.pod_name,
+                        uid=ending.uid,
+                        attempt=ending.attempt,
+                        outcome=ending.outcome,
+                        message=ending.message,
+                        exit_code=ending.exit_code,
+                        disruption_reason=ending.disruption_reason,
+                    ),
+                )
+            activity.heartbeat(batch.resource_version)

@@ -1,0 +1,90 @@
+"""Telling workflows things from activities, idempotently (the recipients dedupe)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+from uuid import UUID
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from settings import Settings
+from workflows.shared import (
+    AdmittedSignal,
+    DispatcherInput,
+    JobInput,
+    WakeSignal,
+    dispatcher_workflow_id,
+    job_workflow_id,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def wake_dispatcher(client: Client, settings: Settings, pool: str, reason: str) -> None:
+    """Signal the pool's dispatcher, starting it if it is not running (signal-with-start)."""
+    from workflows.dispatcher import DispatcherWorkflow
+
+    await client.start_workflow(
+        DispatcherWorkflow.run,
+        DispatcherInput(
+            pool=pool,
+            batch_size=settings.claim_batch_size,
+            idle_seconds=settings.dispatcher_idle_seconds,
+            reconcile_after_seconds=settings.reconcile_after_seconds,
+            preemption_retry_seconds=settings.preemption_retry_seconds,
+            eviction_deadline_seconds=settings.eviction_deadline_seconds,
+            eviction_grace_seconds=settings.eviction_grace_seconds,
+        ),
+        id=dispatcher_workflow_id(pool, settings.workflow_id_prefix),
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        start_signal="wake",
+        start_signal_args=[WakeSignal(reason=reason)],
+    )
+
+
+async def tell_admitted(client: Client, settings: Settings, job_id: UUID, attempt: int) -> None:
+    """Signal a job's workflow that it was admitted; start one to adopt the job if none runs."""
+    from workflows.job import JobWorkflow
+
+    await client.start_workflow(
+        JobWorkflow.run,
+        JobInput(job_id=job_id, poll_seconds=settings.job_poll_seconds),
+        id=job_workflow_id(job_id, settings.workflow_id_prefix),
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        start_signal="admitted",
+        start_signal_args=[AdmittedSignal(attempt=attempt)],
+    )
+
+
+async def signal_job(
+    client: Client, settings: Settings, job_id: UUID, signal: str, arg: object
+) -> bool:
+    """Signal a running job workflow; False when it is not running (nothing to tell)."""
+    handle = client.get_workflow_handle(job_workflow_id(job_id, settings.workflow_id_prefix))
+    try:
+        await handle.signal(signal, arg)
+        return True
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            log.debug("job %s has no running workflow; %s not delivered", job_id, signal)
+            return False
+        raise
+
+
+async def gather_bounded(coros: list[Coroutine[Any, Any, T]], limit: int = 32) -> list[T]:
+    """Run many client calls at once without opening hundreds of streams."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(coro: Coroutine[Any, Any, T]) -> T:
+        async with gate:
+            return await coro
+
+    return list(await asyncio.gather(*(one(c) for c in coros)))

@@ -1,0 +1,283 @@
+"""JobWorkflow (``job-<job id>``): one job's life, from submission to its end.
+
+The database is the truth; this workflow reacts. It records the job (checked against RBAC),
+waits to be told it was admitted, launches the pod, waits for the pod's end (the pod watcher's
+signal, or its own polling when a signal is lost), and finalises. A cancel arrives as an update;
+a preemption saga tells it when its job becomes a victim, is requeued or is restored. Every
+change of state is mirrored into the search attributes, so the Web UI can filter jobs.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.jobs import JobActivities
+    from workflows.shared import (
+        QF_GPUS,
+        QF_POOL,
+        QF_PRIORITY,
+        QF_PRIORITY_CLASS,
+        QF_PROJECT,
+        QF_STATUS,
+        AdmittedSignal,
+        CancelInput,
+        CancelRequest,
+        FinishInput,
+        JobInput,
+        JobRef,
+        JobRequest,
+        JobView,
+        PodEndedSignal,
+        SagaNotice,
+    )
+
+# Database activities retry until the database answers again; what cannot succeed (bad input,
+# permission) fails at once as a non-retryable ApplicationError.
+DB_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+)
+DB_TIMEOUT = timedelta(seconds=30)
+# A new run (continue-as-new) after this many attempts keeps the history short.
+ATTEMPTS_PER_RUN = 10
+
+
+def _cause(err: BaseException) -> ApplicationError | None:
+    cause = err.cause if isinstance(err, ActivityError) else err
+    return cause if isinstance(cause, ApplicationError) else None
+
+
+@workflow.defn(name="JobWorkflow")
+class JobWorkflow:
+    @workflow.init
+    def __init__(self, input: JobInput) -> None:
+        self._job_id = input.job_id
+        self._view: JobView | None = None
+        self._rejected: ApplicationError | None = None
+        self._admitted: list[int] = []
+        self._endings: list[PodEndedSignal] = []
+        self._notices: list[SagaNotice] = []
+        self._handled: set[str] = set(input.handled_endings)
+        self._started_attempts: set[int] = set()
+        self._cancelling = False
+        self._poll = timedelta(seconds=input.poll_seconds)
+
+    # --- messages ---------------------------------------------------------------------
+
+    @workflow.signal
+    def admitted(self, signal: AdmittedSignal) -> None:
+        self._admitted.append(signal.attempt)
+
+    @workflow.signal
+    def pod_ended(self, signal: PodEndedSignal) -> None:
+        self._endings.append(signal)
+
+    @workflow.signal
+    def saga(self, notice: SagaNotice) -> None:
+        self._notices.append(notice)
+
+    @workflow.query
+    def describe(self) -> JobView:
+        if self._view is None:
+            raise ApplicationError("the job is not recorded yet")
+        return self._view
+
+    @workflow.update
+    async def submit(self, request: JobRequest) -> JobView:
+        """Answer a submission (update-with-start): the recorded job, or why it was refused."""
+        await workflow.wait_condition(lambda: self._view is not None or self._rejected is not None)
+        if self._rejected is not None:
+            raise self._rejected
+        assert self._view is not None
+        return self._view
+
+    @submit.validator
+    def _validate_submit(self, request: JobRequest) -> None:
+        if request.job_id != self._job_id:
+            raise ValueError(f"this workflow is job {self._job_id}, not {request.job_id}")
+
+    @workflow.update
+    async def cancel(self, request: CancelRequest) -> JobView:
+        """Cancel the job (the actor must be a member of its project); deletes its pod."""
+        self._cancelling = True
+        try:
+            view = await workflow.execute_activity_method(
+                JobActivities.cancel_job,
+                CancelInput(job_id=self._job_id, request=request),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+            )
+        finally:
+            self._cancelling = False
+        self._set(view)
+        return view
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        if self._view is not None and self._view.final:
+            raise ValueError(f"job {self._job_id} already ended: {self._view.status}")
+
+    # --- the life ---------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: JobInput) -> JobView:
+        try:
+            view = await self._db(JobActivities.record_job, input)
+        except ActivityError as err:
+            cause = _cause(err)
+            if cause is None or not cause.non_retryable:
+                raise
+            # Refused (permission, bad input): the submit update reports it, then we end.
+            self._rejected = ApplicationError(cause.message, type=cause.type, non_retryable=True)
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            raise self._rejected from None
+        self._set(view)
+        first_attempt = view.attempt
+        while not self.view.final:
+            await self._step()
+            if (
+                self.view.attempt - first_attempt >= ATTEMPTS_PER_RUN
+                or workflow.info().is_continue_as_new_suggested()
+            ) and not self.view.final:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    JobInput(
+                        job_id=self._job_id,
+                        handled_endings=sorted(self._handled),
+                        poll_seconds=input.poll_seconds,
+                    )
+                )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.view
+
+    @property
+    def view(self) -> JobView:
+        assert self._view is not None
+        return self._view
+
+    async def _step(self) -> None:
+        view = self.view
+        if view.status == "ADMITTED" and view.attempt not in self._started_attempts:
+            await self._start_pod()
+            return
+        try:
+            await workflow.wait_condition(self._something_arrived, timeout=self._poll)
+        except TimeoutError:
+            await self._poll_state()
+            return
+        await self._handle_messages()
+
+    def _something_arrived(self) -> bool:
+        return bool(self._admitted or self._endings or self._notices) or (
+            self._view is not None and self._view.final
+        )
+
+    async def _start_pod(self) -> None:
+        attempt = self.view.attempt
+        self._started_attempts.add(attempt)
+        handle = workflow.start_activity_method(
+            JobActivities.start_pod,
+            JobRef(job_id=self._job_id),
+            start_to_close_timeout=timedelta(hours=24),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=DB_RETRY,
+        )
+        await workflow.wait_condition(
+            lambda: handle.done() or bool(self._notices) or self._cancelling or bool(self._endings)
+        )
+        if not handle.done():
+            # A saga took the job, or a cancel or the pod's end came first: stop waiting.
+            handle.cancel()
+        try:
+            self._set(await handle)
+        except ActivityError as err:
+            cause = _cause(err)
+            if cause is not None and cause.non_retryable:
+                # The cluster refused the pod (bad image spec, forbidden…): the job fails.
+                self._set(
+                    await self._db(
+                        JobActivities.finish_job,
+                        FinishInput(
+                            job_id=self._job_id,
+                            attempt=attempt,
+                            launch_failed=True,
+                            ending=PodEndedSignal(
+                                pod_name="",
+                                uid="",
+                                attempt=attempt,
+                                outcome="Failed",
+                                message=cause.message,
+                            ),
+                        ),
+                    )
+                )
+                return
+            await self._refresh()
+        except BaseException:
+            await self._refresh()
+            if not self._was_interrupted():
+                raise
+
+    def _was_interrupted(self) -> bool:
+        return bool(self._notices or self._endings) or self._cancelling or self.view.final
+
+    async def _handle_messages(self) -> None:
+        while self._endings:
+            ending = self._endings.pop(0)
+            if ending.pod_name in self._handled:
+                continue  # the watcher may repeat itself after a restart
+            self._handled.add(ending.pod_name)
+            attempt = ending.attempt if ending.attempt is not None else self.view.attempt
+            self._set(
+                await self._db(
+                    JobActivities.finish_job,
+                    FinishInput(job_id=self._job_id, attempt=attempt, ending=ending),
+                )
+            )
+        if self._notices or self._admitted:
+            self._notices.clear()
+            self._admitted.clear()
+            await self._refresh()
+
+    async def _poll_state(self) -> None:
+        """Nothing arrived for a while: re-read the job, and look at the pod ourselves."""
+        if self.view.status in ("RUNNING", "ADMITTED") and self.view.pod_name:
+            ending = await self._db(JobActivities.check_pod, JobRef(job_id=self._job_id))
+            if ending is not None:
+                self._endings.append(ending)
+                await self._handle_messages()
+                return
+        await self._refresh()
+
+    async def _refresh(self) -> None:
+        self._set(await self._db(JobActivities.refresh_job, JobRef(job_id=self._job_id)))
+
+    async def _db(self, activity, arg):  # type: ignore[no-untyped-def]
+        return await workflow.execute_activity_method(
+            activity, arg, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY
+        )
+
+    def _set(self, view: JobView) -> None:
+        before = self._view
+        self._view = view
+        if before is None or (before.status, before.project_path, before.pool) != (
+            view.status,
+            view.project_path,
+            view.pool,
+        ):
+            workflow.upsert_search_attributes(
+                [
+                    QF_STATUS.value_set(view.status),
+                    QF_PROJECT.value_set(view.project_path),
+                    QF_PRIORITY.value_set(view.priority_value),
+                    QF_PRIORITY_CLASS.value_set(view.priority_class),
+                    QF_GPUS.value_set(view.gpu),
+                    QF_POOL.value_set(view.pool),
+                ]
+            )
