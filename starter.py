@@ -11,10 +11,11 @@ import sys
 import cli.admin
 import cli.configs
 import cli.jobs
+import cli.stack
 from cli.app import run
 
 # Importing the command modules registers their commands on the app.
-COMMAND_MODULES = (cli.admin, cli.configs, cli.jobs)
+COMMAND_MODULES = (cli.admin, cli.configs, cli.jobs, cli.stack)
 
 
 def main() -> int:

@@ -10,6 +10,7 @@ job workflow (it remembers the endings it handled).
 from __future__ import annotations
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.base import ActivityBase, translated
 from activities.signals import signal_job
@@ -28,6 +29,11 @@ class PodActivities(ActivityBase):
         watcher = PodEndingWatcher(self.kube, checkpoint)
         activity.logger.info("pod watcher starting from %s", checkpoint or "a fresh list")
         while True:
+            if activity.is_worker_shutdown():
+                # Hand the watch over at once (Temporal retries it on another worker from the
+                # last checkpoint) instead of holding this worker's shutdown until the grace
+                # period ends.
+                raise ApplicationError("worker shutting down; the watch moves on")
             batch = await self.blocking(watcher.poll, WINDOW_SECONDS)
             for ending in batch.endings:
                 if ending.job_id is None:

@@ -34,6 +34,7 @@ async def wake_dispatcher(client: Client, settings: Settings, pool: str, reason:
         DispatcherWorkflow.run,
         DispatcherInput(
             pool=pool,
+            workflow_id_prefix=settings.workflow_id_prefix,
             batch_size=settings.claim_batch_size,
             idle_seconds=settings.dispatcher_idle_seconds,
             reconcile_after_seconds=settings.reconcile_after_seconds,

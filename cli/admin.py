@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
 import typer
+from temporalio.client import Client
 
 from cli.app import JsonOpt, app, emit, say, session, validated
-from domain.errors import InvalidInput
+from domain.errors import InvalidInput, QuotaflowError
+from domain.labels import is_ancestor_or_self
 from domain.models import (
     AddPlan,
     CreateGroup,
@@ -102,7 +105,17 @@ def user_create(
     platform_admin: Annotated[bool, typer.Option("--platform-admin")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Create a user (--platform-admin: may change anything)."""
+    """Create a user (--platform-admin: may change anything).
+
+    The very first user needs no --as and must be a platform admin; after that, only a
+    platform admin creates users.
+    """
+    if session.store.tenants.users():
+        session.require_platform_admin("creating users")
+    elif not platform_admin:
+        raise InvalidInput(
+            "the first user must be a platform admin: add --platform-admin", field="platform_admin"
+        )
     with validated():
         request = CreateUser(
             username=username, display_name=display_name, platform_admin=platform_admin
@@ -122,6 +135,7 @@ def user_list(json_: JsonOpt = False) -> None:
 
 @group_app.command("create")
 def group_create(name: str, json_: JsonOpt = False) -> None:
+    session.require_platform_admin("creating groups")
     with validated():
         request = CreateGroup(name=name)
     emit(session.store.tenants.create_group(request), json_=json_)
@@ -130,6 +144,7 @@ def group_create(name: str, json_: JsonOpt = False) -> None:
 @group_app.command("add-member")
 def group_add_member(group: str, username: str, json_: JsonOpt = False) -> None:
     store = session.store
+    session.require_platform_admin("changing group membership")
     g = store.tenants.group_by_name(group)
     u = store.tenants.user_by_name(username)
     store.tenants.add_member(g.id, u.id)
@@ -154,6 +169,10 @@ def project_create(
     store = session.store
     *parents, name = [p for p in path.strip("/").split("/") if p] or [""]
     parent_id = store.projects.resolve("/".join(parents)).p_id if parents else None
+    if parent_id is None:
+        session.require_platform_admin("creating a top-level project")
+    else:
+        session.require(parent_id, Role.ADMIN, "creating a sub-project")
     owner_id = store.tenants.resolve_owner(owner).id
     with validated():
         request = CreateProject(name=name, owner_id=owner_id, parent_id=parent_id)
@@ -170,6 +189,11 @@ def project_move(
     store = session.store
     source = store.projects.resolve(project)
     target = None if new_parent.strip() == "/" else store.projects.resolve(new_parent).p_id
+    session.require(source.p_id, Role.ADMIN, "moving a project")
+    if target is None:
+        session.require_platform_admin("making a top-level project")
+    else:
+        session.require(target, Role.ADMIN, "moving a project there")
     moved = store.projects.move(source.p_id, target)
     say(f"moved {moved} project(s)", json_=json_, moved=moved)
 
@@ -179,10 +203,19 @@ def project_tree(
     root: Annotated[str | None, typer.Argument(help="only this subtree")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """The project tree (names indented by depth)."""
+    """The project tree (names indented by depth): the parts the actor may see."""
     store = session.store
+    actor = session.actor()
     root_id = store.projects.resolve(root).p_id if root else None
+    if root_id is not None:
+        session.require(root_id, Role.VIEWER, "reading a project")
     rows = store.projects.tree(root_id)
+    if not actor.platform_admin:
+        # A binding (or ownership) applies to a subtree: keep what lies under a visible node.
+        visible = [
+            r["path"] for r in rows if store.tenants.effective_role(actor.id, r["p_id"]) is not None
+        ]
+        rows = [r for r in rows if any(is_ancestor_or_self(v, r["path"]) for v in visible)]
     if json_ or session.json:
         emit(rows, json_=True)
         return
@@ -215,6 +248,7 @@ def role_grant(
     store = session.store
     owner = store.tenants.resolve_owner(principal)
     target = store.projects.resolve(project)
+    session.require(target.p_id, Role.ADMIN, "granting roles")
     store.tenants.grant(GrantRole(principal_id=owner.id, project_id=target.p_id, role=role))
     say(
         f"{owner.kind}:{owner.name} is {role.value} on {project} and below",
@@ -229,7 +263,9 @@ def role_grant(
 def role_list(project: str, json_: JsonOpt = False) -> None:
     """The bindings that apply on a project (its own and its ancestors')."""
     store = session.store
-    rows = store.tenants.bindings(store.projects.resolve(project).p_id)
+    target = store.projects.resolve(project)
+    session.require(target.p_id, Role.VIEWER, "reading role bindings")
+    rows = store.tenants.bindings(target.p_id)
     emit(rows, ["principal", "kind", "role", "project"], title="role bindings", json_=json_)
 
 
@@ -245,7 +281,11 @@ def storage_create(
     from domain.hashing import parse_json_object
 
     store = session.store
-    owner_id = store.tenants.resolve_owner(owner).id
+    owner_ref = store.tenants.resolve_owner(owner)
+    actor = session.actor()
+    if not actor.platform_admin and owner_ref.id != actor.id:
+        session.require_platform_admin("creating a storage for someone else")
+    owner_id = owner_ref.id
     config = parse_json_object(affinity, field="affinity")
     with validated():
         request = CreateStorage.model_validate(
@@ -269,6 +309,7 @@ def class_create(
     description: Annotated[str | None, typer.Option()] = None,
     json_: JsonOpt = False,
 ) -> None:
+    session.require_platform_admin("creating priority classes")
     with validated():
         request = CreatePriorityClass(
             name=name,
@@ -306,6 +347,7 @@ def pool_set(
     json_: JsonOpt = False,
 ) -> None:
     """Create a pool or change its capacity."""
+    session.require_platform_admin("changing pools")
     with validated():
         request = SetPool(name=name, gpu_capacity=gpu, cpu_capacity=cpu)
     emit(session.store.catalog.set_pool(request), json_=json_)
@@ -335,6 +377,7 @@ def plan_add(
     """Add a weekly plan; an overlap with an existing plan is refused and named."""
     store = session.store
     target = store.projects.resolve(project)
+    session.require(target.p_id, Role.ADMIN, "changing plans")
     owner_id = store.tenants.resolve_owner(owner).id if owner else target.owner_id
     with validated():
         request = AddPlan(
@@ -344,16 +387,18 @@ def plan_add(
             quantity=quantity,
             window=window,
         )
-    emit(
-        store.plans.add(request), ["plan_group", "resource_type", "quantity", "window"], json_=json_
-    )
+    plan = store.plans.add(request)
+    wake_dispatchers("plan added")
+    emit(plan, ["plan_group", "resource_type", "quantity", "window"], json_=json_)
 
 
 @plan_app.command("list")
 def plan_list(project: str, json_: JsonOpt = False) -> None:
     store = session.store
+    target = store.projects.resolve(project)
+    session.require(target.p_id, Role.VIEWER, "reading plans")
     emit(
-        store.plans.for_project(store.projects.resolve(project).p_id),
+        store.plans.for_project(target.p_id),
         ["plan_group", "resource_type", "quantity", "window"],
         title="plans",
         json_=json_,
@@ -362,7 +407,9 @@ def plan_list(project: str, json_: JsonOpt = False) -> None:
 
 @plan_app.command("remove")
 def plan_remove(plan_group: UUID, json_: JsonOpt = False) -> None:
+    session.require(session.store.plans.project_of(plan_group), Role.ADMIN, "changing plans")
     removed = session.store.plans.remove(plan_group)
+    wake_dispatchers("plan removed")
     say(f"removed plan {plan_group} ({removed} row(s))", json_=json_, removed=removed)
 
 
@@ -380,7 +427,9 @@ def plan_quota(
         raise InvalidInput(f"{at!r} is not an ISO 8601 instant", field="at") from exc
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=UTC)
-    rows = store.plans.quota_at(store.projects.resolve(project).p_id, instant)
+    target = store.projects.resolve(project)
+    session.require(target.p_id, Role.VIEWER, "reading quotas")
+    rows = store.plans.quota_at(target.p_id, instant)
     sow = second_of_week(instant, get_settings().zone)
     emit(
         rows,
@@ -388,3 +437,19 @@ def plan_quota(
         title=f"quota at second {sow} of the week",
         json_=json_,
     )
+
+
+def wake_dispatchers(reason: str) -> None:
+    """Plans changed, so admission may differ now. Best effort: without Temporal running, the
+    dispatchers' timers notice within their idle period anyway."""
+    from activities.signals import wake_dispatcher
+
+    settings = get_settings()
+    pools = [p.name for p in session.store.catalog.pools()]
+
+    async def wake(client: Client) -> None:
+        for pool in pools:
+            await wake_dispatcher(client, settings, pool, reason)
+
+    with contextlib.suppress(QuotaflowError, OSError, RuntimeError):
+        session.temporal(wake)

@@ -6,25 +6,31 @@ Every command prints a table (or JSON with ``--json``) and exits 0, or prints on
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 
-from domain.errors import InvalidInput, QuotaflowError
-from domain.models import User, invalid_input
+from domain.errors import InvalidInput, QuotaflowError, TransientError
+from domain.models import Role, User, invalid_input
 from settings import get_settings
 from store import Store
+from store.authz import Authorizer
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="starter.py",
@@ -71,7 +77,43 @@ class Session:
     def actor(self) -> User:
         if not self.actor_name:
             raise InvalidInput("say who is acting: --as USERNAME or QF_ACTOR", field="as")
-        return self.store.tenants.user_by_name(self.actor_name)
+        return self.authz.user(self.actor_name)
+
+    @property
+    def authz(self) -> Authorizer:
+        return Authorizer(self.store.db)
+
+    def require(self, project_id: UUID, role: Role, action: str) -> User:
+        """The actor, if they hold ``role`` on the project (inherited from any ancestor)."""
+        return self.authz.require(self.actor().username, project_id, role, action)
+
+    def require_platform_admin(self, action: str) -> User:
+        return self.authz.require_platform_admin(self.actor().username, action)
+
+    def temporal(self, work: Callable[[Client], Awaitable[T]]) -> T:
+        """Run ``work`` with a Temporal client (one event loop per command)."""
+        settings = get_settings()
+        address = settings.temporal_address
+        if address is None:
+            from devstack.temporal import TemporalDevServer
+
+            server = TemporalDevServer(settings.state_dir, port=settings.temporal_port)
+            if not server.is_running():
+                raise TransientError(
+                    "Temporal is not running: start the stack with `python starter.py up` "
+                    "or set QF_TEMPORAL_ADDRESS"
+                )
+            address = server.address
+
+        async def run() -> T:
+            client = await Client.connect(
+                address,
+                namespace=settings.temporal_namespace,
+                data_converter=pydantic_data_converter,
+            )
+            return await work(client)
+
+        return asyncio.run(run())
 
     def close(self) -> None:
         if self._store is not None and self._owned:

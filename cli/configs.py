@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,11 +12,15 @@ import typer
 from cli.app import JsonOpt, app, console, emit, session, validated
 from domain.errors import InvalidInput
 from domain.hashing import parse_json_object
-from domain.models import CommitConfig
+from domain.models import CommitConfig, Role
+from settings import get_settings
+from workflows import client as wf
+from workflows.shared import ConfigRequest, ConfigResult
 
 config_app = typer.Typer(help="Versioned project configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
+RESULT_COLUMNS = ["commit_id", "blob_hash", "parent_id", "version_tag", "message", "author"]
 RefArg = Annotated[str, typer.Argument(help="a commit id, a tag, HEAD or HEAD~N")]
 
 
@@ -45,10 +50,10 @@ def config_commit(
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Commit new content as the project's head (compare-and-swap on the head)."""
+    """Commit new content as the project's head (ConfigCommitWorkflow; admin of the project)."""
     store = session.store
     target = store.projects.resolve(project)
-    author = session.actor()
+    actor = session.actor()
     body = read_content(file, content)
     parent_id = (
         store.configs.resolve(target.p_id, parent).id
@@ -56,20 +61,36 @@ def config_commit(
         else (head.id if (head := store.configs.head(target.p_id)) else None)
     )
     with validated():
-        request = CommitConfig(
+        CommitConfig(
             project_id=target.p_id,
-            author_id=author.id,
+            author_id=actor.id,
+            content=body,
+            parent_id=parent_id,
+            message=message,
+        )  # bad input stops here
+        request = ConfigRequest(
+            op="commit",
+            request_id=uuid.uuid4(),
+            project_id=target.p_id,
+            actor=actor.username,
             content=body,
             parent_id=parent_id,
             message=message,
         )
-    emit(store.configs.commit(request), ["id", "blob_hash", "parent_id", "message"], json_=json_)
+    emit(_through_workflow(request), RESULT_COLUMNS, json_=json_)
+
+
+def _through_workflow(request: ConfigRequest) -> ConfigResult:
+    settings = get_settings()
+    return session.temporal(lambda client: wf.change_config(client, settings, request))
 
 
 @config_app.command("log")
 def config_log(project: str, limit: int = 20, json_: JsonOpt = False) -> None:
     store = session.store
-    rows = store.configs.log(store.projects.resolve(project).p_id, limit=limit)
+    target = store.projects.resolve(project)
+    session.require(target.p_id, Role.VIEWER, "reading configuration")
+    rows = store.configs.log(target.p_id, limit=limit)
     emit(
         rows,
         ["id", "created_at", "author", "version_tag", "message", "blob_hash"],
@@ -81,7 +102,9 @@ def config_log(project: str, limit: int = 20, json_: JsonOpt = False) -> None:
 @config_app.command("show")
 def config_show(project: str, ref: RefArg = "HEAD", json_: JsonOpt = False) -> None:
     store = session.store
-    commit = store.configs.resolve(store.projects.resolve(project).p_id, ref)
+    target = store.projects.resolve(project)
+    session.require(target.p_id, Role.VIEWER, "reading configuration")
+    commit = store.configs.resolve(target.p_id, ref)
     _, content = store.configs.show(commit.id)
     if json_ or session.json:
         emit({"commit": commit, "content": content}, json_=True)
@@ -95,6 +118,7 @@ def config_diff(project: str, old: str, new: RefArg = "HEAD", json_: JsonOpt = F
     """Changes between two commits (ids, tags, HEAD or HEAD~N)."""
     store = session.store
     project_id = store.projects.resolve(project).p_id
+    session.require(project_id, Role.VIEWER, "reading configuration")
     changes = store.configs.diff(
         store.configs.resolve(project_id, old).id, store.configs.resolve(project_id, new).id
     )
@@ -109,21 +133,31 @@ def config_diff(project: str, old: str, new: RefArg = "HEAD", json_: JsonOpt = F
 
 @config_app.command("tag")
 def config_tag(project: str, tag: str, ref: RefArg = "HEAD", json_: JsonOpt = False) -> None:
-    store = session.store
-    project_id = store.projects.resolve(project).p_id
-    with validated():
-        commit = store.configs.tag(project_id, store.configs.resolve(project_id, ref).id, tag)
-    emit(commit, ["id", "version_tag", "message"], json_=json_)
+    """Name a commit (once); through ConfigCommitWorkflow, admin of the project."""
+    target = session.store.projects.resolve(project)
+    request = ConfigRequest(
+        op="tag",
+        request_id=uuid.uuid4(),
+        project_id=target.p_id,
+        actor=session.actor().username,
+        ref=ref,
+        tag=tag,
+    )
+    emit(_through_workflow(request), RESULT_COLUMNS, json_=json_)
 
 
 @config_app.command("revert")
 def config_revert(project: str, ref: str, json_: JsonOpt = False) -> None:
-    """A new head with the content of an older commit."""
+    """A new head with the content of an older commit (through ConfigCommitWorkflow)."""
     store = session.store
-    project_id = store.projects.resolve(project).p_id
-    target = store.configs.resolve(project_id, ref)
-    head = store.configs.head(project_id)
-    commit = store.configs.revert(
-        project_id, target.id, session.actor().id, parent_id=head.id if head else None
+    target = store.projects.resolve(project)
+    head = store.configs.head(target.p_id)
+    request = ConfigRequest(
+        op="revert",
+        request_id=uuid.uuid4(),
+        project_id=target.p_id,
+        actor=session.actor().username,
+        ref=ref,
+        parent_id=head.id if head else None,
     )
-    emit(commit, ["id", "blob_hash", "parent_id", "message"], json_=json_)
+    emit(_through_workflow(request), RESULT_COLUMNS, json_=json_)

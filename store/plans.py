@@ -93,6 +93,13 @@ class PlanStore(Repository):
         with self.db.connection() as conn:
             return [_plan(r) for r in all_rows(conn, "plan_list", {"project_id": project_id})]
 
+    def project_of(self, plan_group: UUID) -> UUID:
+        with self.db.connection() as conn:
+            row = conn.execute(q("plan_group_project"), {"plan_group": plan_group}).fetchone()
+        if row is None:
+            raise NotFound(f"no plan {plan_group}")
+        return UUID(str(row["project_id"]))
+
     def remove(self, plan_group: UUID) -> int:
         with self.db.connection() as conn:
             removed = conn.execute(q("plan_delete_group"), {"plan_group": plan_group}).rowcount

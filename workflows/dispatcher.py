@@ -145,14 +145,9 @@ class DispatcherWorkflow:
                     deadline_seconds=self._input.eviction_deadline_seconds,
                     grace_seconds=self._input.eviction_grace_seconds,
                 ),
-                id=preemption_workflow_id(check.job_id, self._prefix()),
+                id=preemption_workflow_id(check.job_id, self._input.workflow_id_prefix),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
             )
             self._preemptions_started += 1
         except WorkflowAlreadyStartedError:
             pass  # a saga for this job is already under way
-
-    def _prefix(self) -> str:
-        """Our own id is <prefix>dispatcher-<pool>: children share the prefix."""
-        own = workflow.info().workflow_id
-        return own[: len(own) - len(f"dispatcher-{self._input.pool}")]

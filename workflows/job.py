@@ -64,7 +64,9 @@ class JobWorkflow:
         self._endings: list[PodEndedSignal] = []
         self._notices: list[SagaNotice] = []
         self._handled: set[str] = set(input.handled_endings)
-        self._started_attempts: set[int] = set()
+        # The attempt whose start_pod activity ran to its end (an interrupted one is started
+        # again: the activity is idempotent).
+        self._launched: int | None = None
         self._cancelling = False
         self._poll = timedelta(seconds=input.poll_seconds)
 
@@ -162,8 +164,13 @@ class JobWorkflow:
         return self._view
 
     async def _step(self) -> None:
+        if self._admitted or self._endings or self._notices:
+            # What arrived first: a stale pod ending (a restarted watcher repeats itself) must
+            # not keep interrupting the launch below.
+            await self._handle_messages()
+            return
         view = self.view
-        if view.status == "ADMITTED" and view.attempt not in self._started_attempts:
+        if view.status == "ADMITTED" and self._launched != view.attempt:
             await self._start_pod()
             return
         try:
@@ -180,7 +187,6 @@ class JobWorkflow:
 
     async def _start_pod(self) -> None:
         attempt = self.view.attempt
-        self._started_attempts.add(attempt)
         handle = workflow.start_activity_method(
             JobActivities.start_pod,
             JobRef(job_id=self._job_id),
@@ -189,13 +195,24 @@ class JobWorkflow:
             retry_policy=DB_RETRY,
         )
         await workflow.wait_condition(
-            lambda: handle.done() or bool(self._notices) or self._cancelling or bool(self._endings)
+            lambda: handle.done()
+            or bool(self._notices)
+            or self._cancelling
+            or any(e.attempt in (None, attempt) for e in self._endings)
         )
         if not handle.done():
-            # A saga took the job, or a cancel or the pod's end came first: stop waiting.
+            # A saga took the job, or a cancel or this pod's end came first: stop waiting. (An
+            # ending of an older attempt's pod, repeated by a restarted watcher, does not count.)
             handle.cancel()
         try:
             self._set(await handle)
+            self._launched = attempt
+            if self.view.status == "ADMITTED":
+                # The pod ended (or vanished) before it was seen running: look at it now
+                # rather than wait for the watcher.
+                ending = await self._db(JobActivities.check_pod, JobRef(job_id=self._job_id))
+                if ending is not None:
+                    self._endings.append(ending)
         except ActivityError as err:
             cause = _cause(err)
             if cause is not None and cause.non_retryable:
@@ -219,13 +236,6 @@ class JobWorkflow:
                 )
                 return
             await self._refresh()
-        except BaseException:
-            await self._refresh()
-            if not self._was_interrupted():
-                raise
-
-    def _was_interrupted(self) -> bool:
-        return bool(self._notices or self._endings) or self._cancelling or self.view.final
 
     async def _handle_messages(self) -> None:
         while self._endings:

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio.common import SearchAttributeKey
 
 DEFAULT_TASK_QUEUE = "quotaflow"
@@ -89,6 +89,12 @@ class JobRequest(Message):
     image: str | None = Field(default=None, max_length=500)
     command: list[str] | None = Field(default=None, max_length=100)
     run_seconds: float | None = Field(default=None, ge=0, le=31_536_000)
+
+    @model_validator(mode="after")
+    def _asks_for_something(self) -> JobRequest:
+        if self.gpu == 0 and self.cpu == 0:
+            raise ValueError("a job must ask for at least one GPU or one CPU")
+        return self
 
 
 class JobInput(Message):
@@ -167,6 +173,7 @@ class CancelRequest(Message):
 
 class DispatcherInput(Message):
     pool: str
+    workflow_id_prefix: str = Field(default="", description="for the ids of the sagas it starts")
     batch_size: int = Field(default=50, ge=1, le=10_000)
     idle_seconds: float = Field(default=5.0, gt=0)
     reconcile_after_seconds: float = Field(default=10.0, gt=0)

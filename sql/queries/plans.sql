@@ -43,3 +43,7 @@ JOIN resource_plans rp ON rp.project_id = a.p_id AND rp.week_window @> %(sow)s::
 JOIN project_usage u ON u.project_id = a.p_id
 WHERE p.p_id = %(project_id)s
 ORDER BY nlevel(a.path), rp.resource_type
+
+-- plan_group_project --
+-- The project a plan belongs to.
+SELECT DISTINCT project_id FROM resource_plans WHERE plan_group = %(plan_group)s

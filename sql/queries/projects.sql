@@ -36,17 +36,23 @@ WHERE p.p_id = %(project_id)s AND a.path @> p.path AND a.p_id <> p.p_id
 ORDER BY nlevel(a.path)
 
 -- project_descendants --
--- A project's subtree below it, in tree order (GiST on path, <@).
+-- A project's subtree below it, in tree order: the paths strictly between its own and
+-- qf_subtree_end of it, one range of a btree on path that is already in tree order. The bounds
+-- come from scalar sub-SELECTs, not a join: after a join the planner sorts again. The
+-- equivalent `d.path <@ p.path` goes through GiST and must sort (docs/en/benchmarks.md).
 SELECT d.p_id, d.parent_id, d.owner_id, d.name, d.path::text AS path, d.created_at
-FROM projects d, projects p
-WHERE p.p_id = %(project_id)s AND d.path <@ p.path AND d.p_id <> p.p_id
+FROM projects d
+WHERE d.path > (SELECT path FROM projects WHERE p_id = %(project_id)s)
+  AND d.path < qf_subtree_end((SELECT path FROM projects WHERE p_id = %(project_id)s))
 ORDER BY d.path
 
 -- project_descendant_count --
--- The size of a subtree below a project, counted server-side.
+-- The size of a subtree below a project, counted server-side: an index-only scan of the same
+-- btree range as project_descendants.
 SELECT count(*) AS n
-FROM projects d, projects p
-WHERE p.p_id = %(project_id)s AND d.path <@ p.path AND d.p_id <> p.p_id
+FROM projects d
+WHERE d.path > (SELECT path FROM projects WHERE p_id = %(project_id)s)
+  AND d.path < qf_subtree_end((SELECT path FROM projects WHERE p_id = %(project_id)s))
 
 -- project_tree --
 -- Every project (or one subtree) in tree order, with names along the path for display.

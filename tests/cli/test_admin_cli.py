@@ -39,19 +39,21 @@ def ok_json(cli, *args: str):
 
 def test_admin_flow(cli, store: Store) -> None:
     ok_json(cli, "user", "create", "root", "--platform-admin")
-    ok_json(cli, "user", "create", "alice")
-    ok_json(cli, "group", "create", "ml")
-    ok_json(cli, "group", "add-member", "ml", "alice")
-    ok_json(cli, "project", "create", "org", "--owner", "user:root")
-    ok_json(cli, "project", "create", "org/team", "--owner", "group:ml")
-    ok_json(cli, "project", "create", "org/other", "--owner", "root")
-    ok_json(cli, "project", "move", "org/team", "org/other")
-    tree = ok_json(cli, "project", "tree")
+    root = ("--as", "root")
+    ok_json(cli, *root, "user", "create", "alice")
+    ok_json(cli, *root, "group", "create", "ml")
+    ok_json(cli, *root, "group", "add-member", "ml", "alice")
+    ok_json(cli, *root, "project", "create", "org", "--owner", "user:root")
+    ok_json(cli, *root, "project", "create", "org/team", "--owner", "group:ml")
+    ok_json(cli, *root, "project", "create", "org/other", "--owner", "root")
+    ok_json(cli, *root, "project", "move", "org/team", "org/other")
+    tree = ok_json(cli, *root, "project", "tree")
     assert [r["name"] for r in tree] == ["org", "other", "team"]
-    ok_json(cli, "role", "grant", "group:ml", "member", "org/other")
-    assert ok_json(cli, "role", "list", "org/other/team")[0]["role"] == "member"
+    ok_json(cli, *root, "role", "grant", "group:ml", "member", "org/other")
+    assert ok_json(cli, *root, "role", "list", "org/other/team")[0]["role"] == "member"
     ok_json(
         cli,
+        *root,
         "storage",
         "create",
         "data",
@@ -60,53 +62,64 @@ def test_admin_flow(cli, store: Store) -> None:
         "--affinity",
         '{"nodeSelector": {"disk": "ssd"}}',
     )
-    ok_json(cli, "priority-class", "create", "batch", "50", "--min-runtime", "600")
+    ok_json(cli, *root, "priority-class", "create", "batch", "50", "--min-runtime", "600")
     assert "batch" in [c["name"] for c in ok_json(cli, "priority-class", "list")]
-    ok_json(cli, "pool", "set", "main", "--gpu", "8", "--cpu", "64")
-    plan = ok_json(cli, "plan", "add", "org/other/team", "GPU", "4", "Fri 22:00-Mon 06:00")
-    assert plan["window"] == "Fri 22:00–Mon 06:00" and len(plan["segments"]) == 2
-    assert len(ok_json(cli, "plan", "list", "org/other/team")) == 1
-    commit = ok_json(
-        cli,
-        "--as",
-        "alice",
-        "config",
-        "commit",
-        "org/other/team",
-        "-m",
-        "first",
-        "--content",
-        '{"defaults": {"pool": "main"}}',
-    )
-    ok_json(
-        cli,
-        "--as",
-        "alice",
-        "config",
-        "commit",
-        "org/other/team",
-        "-m",
-        "second",
-        "--content",
-        '{"defaults": {"pool": "main", "priority_class": "batch"}}',
-    )
-    ok_json(cli, "config", "tag", "org/other/team", "v1", "HEAD~1")
-    assert [c["message"] for c in ok_json(cli, "config", "log", "org/other/team")] == [
-        "second",
-        "first",
+    ok_json(cli, *root, "pool", "set", "main", "--gpu", "8", "--cpu", "64")
+    plan = ok_json(cli, *root, "plan", "add", "org/other/team", "GPU", "4", "Fri 22:00-Mon 06:00")
+    assert plan["window"] == "Fri 22:00–Mon 06:00"
+    assert len(plan["segments"]) == 2
+    assert len(ok_json(cli, *root, "plan", "list", "org/other/team")) == 1
+    # alice sees the subtree her group is bound to (and its ancestors do not leak)
+    assert [r["name"] for r in ok_json(cli, "--as", "alice", "project", "tree")] == [
+        "other",
+        "team",
     ]
-    diff = ok_json(cli, "config", "diff", "org/other/team", "v1")
-    assert diff == [
-        {"path": "$.defaults.priority_class", "op": "added", "old": None, "new": "batch"}
+    code, out, _ = cli(*root, "project", "tree")
+    assert code == 0
+    assert "team" in out
+
+
+def test_rbac_on_every_admin_mutation(cli, store: Store) -> None:
+    ok_json(cli, "user", "create", "root", "--platform-admin")
+    root = ("--as", "root")
+    ok_json(cli, *root, "user", "create", "alice")
+    ok_json(cli, *root, "user", "create", "bob")
+    ok_json(cli, *root, "project", "create", "org", "--owner", "root")
+    ok_json(cli, *root, "project", "create", "org/team", "--owner", "root")
+    ok_json(cli, *root, "pool", "set", "main", "--gpu", "8", "--cpu", "64")
+    ok_json(cli, *root, "role", "grant", "user:alice", "member", "org/team")
+    tables = [
+        "users",
+        "groups",
+        "projects",
+        "resource_plans",
+        "role_bindings",
+        "pools",
+        "priority_classes",
+        "storages",
     ]
-    reverted = ok_json(cli, "--as", "alice", "config", "revert", "org/other/team", "v1")
-    assert reverted["blob_hash"] == commit["blob_hash"]
-    job = ok_json(cli, "--as", "alice", "job", "submit", "org/other/team", "--gpu", "2")
-    assert job["pool"] == "main" and job["status"] == "PENDING"
-    listed = ok_json(cli, "job", "list", "--project", "org", "--status", "PENDING")
-    assert [j["id"] for j in listed] == [job["id"]]
-    code, out, _ = cli("project", "tree")
-    assert code == 0 and "team" in out
+    before = {t: count(store.db, t) for t in tables}
+    denied = [
+        ("alice", ["plan", "add", "org/team", "GPU", "4", "always"], "needs admin"),
+        ("alice", ["project", "create", "org/team/sub", "--owner", "alice"], "needs admin"),
+        ("alice", ["role", "grant", "user:alice", "admin", "org/team"], "needs admin"),
+        ("alice", ["pool", "set", "main", "--gpu", "99", "--cpu", "1"], "not a platform admin"),
+        ("alice", ["user", "create", "mallory"], "not a platform admin"),
+        ("alice", ["priority-class", "create", "vip", "99999"], "not a platform admin"),
+        ("alice", ["storage", "create", "s", "--owner", "bob"], "not a platform admin"),
+        ("bob", ["plan", "list", "org/team"], "has no role on"),
+        ("bob", ["project", "tree", "org"], "has no role on"),
+        ("nobody", ["plan", "list", "org/team"], "unknown actor 'nobody'"),
+    ]
+    for actor, args, message in denied:
+        code, _, err = cli("--as", actor, *args)
+        assert code == 1, (actor, args)
+        assert "permission_denied" in err and message in err, err
+    assert {t: count(store.db, t) for t in tables} == before
+    # what a tenant may not see is not even named
+    _, _, err = cli("--as", "bob", "plan", "list", "org/team")
+    assert "org/team" not in err.split("has no role on")[1]
+    assert ok_json(cli, "--as", "bob", "project", "tree") == []
 
 
 @pytest.mark.parametrize(
@@ -120,12 +133,15 @@ def test_admin_flow(cli, store: Store) -> None:
         (["project", "move", "org", "org/team"], "topology_error"),
         (["pool", "set", "main", "--gpu=-3", "--cpu", "1"], "invalid_input: gpu_capacity"),
         (
-            ["--as", "root", "config", "commit", "org", "-m", "x", "--content", "{bad"],
+            ["config", "commit", "org", "-m", "x", "--content", "{bad"],
             "invalid_input: content: malformed JSON",
         ),
-        (["--as", "root", "job", "submit", "org", "--gpu", "99999"], "invalid_input: gpu"),
-        (["--as", "ghost", "job", "submit", "org", "--gpu", "1"], "no user named 'ghost'"),
-        (["job", "submit", "org", "--gpu", "1"], "--as"),
+        (
+            ["config", "commit", "org", "-m", "x", "--content", '{"limits": {"x": 1}}'],
+            "invalid_input: content.limits.x",
+        ),
+        (["job", "submit", "org", "--gpu", "99999"], "invalid_input: gpu"),
+        (["job", "submit", "org", "--gpu", "0"], "at least one GPU or one CPU"),
         (
             ["storage", "create", "s", "--owner", "root", "--affinity", '{"hostPath": "/"}'],
             "invalid_input: affinity_config",
@@ -136,12 +152,12 @@ def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(
     cli, store: Store, args: list[str], message: str
 ) -> None:
     ok_json(cli, "user", "create", "root", "--platform-admin")
-    ok_json(cli, "project", "create", "org", "--owner", "root")
-    ok_json(cli, "project", "create", "org/team", "--owner", "root")
-    ok_json(cli, "pool", "set", "main", "--gpu", "8", "--cpu", "64")
+    ok_json(cli, "--as", "root", "project", "create", "org", "--owner", "root")
+    ok_json(cli, "--as", "root", "project", "create", "org/team", "--owner", "root")
+    ok_json(cli, "--as", "root", "pool", "set", "main", "--gpu", "8", "--cpu", "64")
     tables = ["users", "projects", "resource_plans", "config_commits", "jobs", "storages"]
     before = {t: count(store.db, t) for t in tables}
-    code, _, err = cli(*args)
+    code, _, err = cli("--as", "root", *args)
     assert code != 0
     assert message in err, err
     if "Invalid value" not in message:  # typer's own usage errors are several lines
@@ -149,11 +165,23 @@ def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(
     assert {t: count(store.db, t) for t in tables} == before
 
 
+def test_actor_problems(cli, store: Store) -> None:
+    code, _, err = cli("user", "create", "first")
+    assert code == 1
+    assert "the first user must be a platform admin" in err
+    ok_json(cli, "user", "create", "root", "--platform-admin")
+    code, _, err = cli("project", "tree")
+    assert code == 1
+    assert "--as" in err
+    code, _, err = cli("--as", "ghost", "project", "tree")
+    assert "unknown actor 'ghost'" in err
+
+
 def test_the_real_entry_point_exits_non_zero(db_dsn: str) -> None:
     env = {**os.environ, "QF_DATABASE_URL": db_dsn}
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
-        [sys.executable, "starter.py", "project", "tree", "nope"],
+        [sys.executable, "starter.py", "--as", "ghost", "project", "tree", "nope"],
         env=env,
         cwd=root,
         capture_output=True,
@@ -161,7 +189,7 @@ def test_the_real_entry_point_exits_non_zero(db_dsn: str) -> None:
         timeout=60,
     )
     assert done.returncode == 1
-    assert done.stderr.strip() == "error: not_found: no project 'nope'"
+    assert done.stderr.strip() == "error: permission_denied: unknown actor 'ghost'"
     shown = subprocess.run(
         [sys.executable, "starter.py", "db", "status", "--json"],
         env=env,

@@ -60,7 +60,7 @@ def emulator() -> Iterator[EmulatorServer]:
         yield server
 
 
-def test_settings(emulator_url: str, **overrides: Any) -> Settings:
+def stack_settings(emulator_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "task_queue": f"tq-{uuid.uuid4().hex[:10]}",
         "workflow_id_prefix": f"t{uuid.uuid4().hex[:8]}-",
@@ -146,7 +146,7 @@ class Stack:
 async def stack(
     temporal_env: WorkflowEnvironment, store: Store, emulator: EmulatorServer
 ) -> AsyncIterator[Stack]:
-    settings = test_settings(emulator.url)
+    settings = stack_settings(emulator.url)
     world = seed(store, gpus=8)
     from domain.models import GrantRole, Role
 
