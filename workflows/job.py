@@ -195,10 +195,12 @@ class JobWorkflow:
             retry_policy=DB_RETRY,
         )
         await workflow.wait_condition(
-            lambda: handle.done()
-            or bool(self._notices)
-            or self._cancelling
-            or any(e.attempt in (None, attempt) for e in self._endings)
+            lambda: (
+                handle.done()
+                or bool(self._notices)
+                or self._cancelling
+                or any(e.attempt in (None, attempt) for e in self._endings)
+            )
         )
         if not handle.done():
             # A saga took the job, or a cancel or this pod's end came first: stop waiting. (An

@@ -116,7 +116,8 @@ async def dump(stack: Stack, job_ids: list[UUID]) -> None:
             print("saga", dict(row))
     for job_id in job_ids:
         history = await stack.client.get_workflow_handle(
-            job_workflow_id(job_id, stack.settings.workflow_id_prefix)).fetch_history()
+            job_workflow_id(job_id, stack.settings.workflow_id_prefix)
+        ).fetch_history()
         for event in history.events:
             print(job_id, event.event_time.ToDatetime().time(), EventType.Name(event.event_type))
 
