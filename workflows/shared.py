@@ -65,6 +65,12 @@ class Message(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+class Request(Message):
+    """What other services send: an unknown field is a mistake (a typo), so it is refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
 JobStatusName = Literal[
     "PENDING", "ADMITTED", "RUNNING", "PREEMPTING", "PREEMPTED", "SUCCEEDED", "FAILED",
     "CANCELLED",
@@ -75,7 +81,7 @@ FINAL_STATUSES = ("SUCCEEDED", "FAILED", "CANCELLED")
 # --- JobWorkflow -------------------------------------------------------------------------
 
 
-class JobRequest(Message):
+class JobRequest(Request):
     """A job submission, as another service sends it."""
 
     job_id: UUID
@@ -163,7 +169,7 @@ class SagaNotice(Message):
     preemptor_id: UUID
 
 
-class CancelRequest(Message):
+class CancelRequest(Request):
     actor: str = Field(min_length=1, max_length=200)
     reason: str = Field(default="cancelled", max_length=2000)
 
@@ -219,7 +225,7 @@ class PreemptionResult(Message):
 # --- ConfigCommitWorkflow -----------------------------------------------------------------
 
 
-class ConfigRequest(Message):
+class ConfigRequest(Request):
     op: Literal["commit", "tag", "revert"]
     request_id: UUID
     project_id: UUID

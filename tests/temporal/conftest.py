@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +18,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+import starter
 from activities.base import Deps
+from cli.app import run, session
 from devstack.temporal import temporal_cli
 from k8s.client import KubeClient
 from k8s.emulator import EmulatorConfig, EmulatorServer
-from settings import Settings
+from settings import Settings, get_settings
 from store import Store
 from tests.factories import World, seed
 from worker import build_worker, ensure_singletons
@@ -169,3 +172,45 @@ async def stack(
                 await client.get_workflow_handle(workflow_id).terminate("test over")
     executor.shutdown(wait=False, cancel_futures=True)
     kube.close()
+
+
+# --- the command line against the stack -----------------------------------------------
+
+assert starter.COMMAND_MODULES  # importing starter registers every command
+
+Invoke = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(
+    stack: Stack,
+    temporal_env: WorkflowEnvironment,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Iterator[Invoke]:
+    monkeypatch.setenv("QF_TEMPORAL_ADDRESS", temporal_env.client.service_client.config.target_host)
+    monkeypatch.setenv("QF_TASK_QUEUE", stack.settings.task_queue)
+    monkeypatch.setenv("QF_WORKFLOW_ID_PREFIX", stack.settings.workflow_id_prefix)
+    monkeypatch.setenv("QF_JOB_POLL_SECONDS", "5")
+    get_settings.cache_clear()
+    session.use(stack.store)
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = run(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield invoke
+    get_settings.cache_clear()
+
+
+async def call(cli: Invoke, *args: str) -> tuple[int, str, str]:
+    # The CLI runs its own event loop: keep it off the test's loop (and the worker's).
+    return await asyncio.to_thread(cli, *args)
+
+
+async def ok(cli: Invoke, *args: str) -> Any:
+    code, out, err = await call(cli, "--json", *args)
+    assert code == 0, err
+    return json.loads(out)

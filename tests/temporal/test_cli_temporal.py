@@ -3,57 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable, Iterator
-from typing import Any
 
-import pytest
-
-import starter
-from cli.app import run, session
 from domain.models import CreateUser
-from settings import get_settings
 from tests.db.helpers import count
-from tests.temporal.conftest import Stack
-
-assert starter.COMMAND_MODULES
-
-Invoke = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def cli(
-    stack: Stack,
-    temporal_env,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Iterator[Invoke]:
-    monkeypatch.setenv("QF_TEMPORAL_ADDRESS", temporal_env.client.service_client.config.target_host)
-    monkeypatch.setenv("QF_TASK_QUEUE", stack.settings.task_queue)
-    monkeypatch.setenv("QF_WORKFLOW_ID_PREFIX", stack.settings.workflow_id_prefix)
-    monkeypatch.setenv("QF_JOB_POLL_SECONDS", "5")
-    get_settings.cache_clear()
-    session.use(stack.store)
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = run(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield invoke
-    get_settings.cache_clear()
-
-
-async def call(cli: Invoke, *args: str) -> tuple[int, str, str]:
-    # The CLI runs its own event loop: keep it off the test's loop (and the worker's).
-    return await asyncio.to_thread(cli, *args)
-
-
-async def ok(cli: Invoke, *args: str) -> Any:
-    code, out, err = await call(cli, "--json", *args)
-    assert code == 0, err
-    return json.loads(out)
+from tests.temporal.conftest import Invoke, Stack, call, ok
 
 
 async def test_job_commands(cli: Invoke, stack: Stack) -> None:
