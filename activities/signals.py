@@ -26,8 +26,32 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+# Wakes coalesce per process and pool: at most one in flight, and one more queued behind it.
+# A burst of submissions (or job ends) then costs the dispatcher two signals, not one each —
+# and no wake is lost: whoever finds one in flight asks for another after it, and that one is
+# sent after its caller's commit, so the dispatcher's next claim sees its job.
+_waking: set[tuple[str, str, str]] = set()
+_wake_again: set[tuple[str, str, str]] = set()
+
+
 async def wake_dispatcher(client: Client, settings: Settings, pool: str, reason: str) -> None:
     """Signal the pool's dispatcher, starting it if it is not running (signal-with-start)."""
+    key = (settings.task_queue, settings.workflow_id_prefix, pool)
+    if key in _waking:
+        _wake_again.add(key)
+        return
+    _waking.add(key)
+    try:
+        while True:
+            _wake_again.discard(key)
+            await _send_wake(client, settings, pool, reason)
+            if key not in _wake_again:
+                return
+    finally:
+        _waking.discard(key)
+
+
+async def _send_wake(client: Client, settings: Settings, pool: str, reason: str) -> None:
     from workflows.dispatcher import DispatcherWorkflow
 
     await client.start_workflow(

@@ -252,6 +252,18 @@ class JobWorkflow:
                     FinishInput(job_id=self._job_id, attempt=attempt, ending=ending),
                 )
             )
+        if (
+            self._admitted
+            and not self._notices
+            and self.view.status == "PENDING"
+            and workflow.patched("admitted-without-refresh")
+        ):
+            # start_pod re-reads the row under its lock anyway: a read here only costs time.
+            attempt = max(self._admitted)
+            self._admitted.clear()
+            if attempt >= self.view.attempt:
+                self._set(self.view.model_copy(update={"status": "ADMITTED", "attempt": attempt}))
+            return
         if self._notices or self._admitted:
             self._notices.clear()
             self._admitted.clear()
