@@ -21,6 +21,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.base import Deps
@@ -31,6 +32,7 @@ from activities.pods import PodActivities
 from activities.preemption import PreemptionActivities
 from activities.signals import wake_dispatcher
 from k8s.client import KubeClient
+from observability.server import serve_metrics, temporal_runtime
 from settings import Settings, get_settings
 from store import Store
 from store.migrate import migrate
@@ -72,7 +74,7 @@ def activities_of(deps: Deps) -> list[Any]:
     return found
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     address = settings.temporal_address
     if address is None:
         from devstack.temporal import TemporalDevServer
@@ -86,7 +88,10 @@ async def connect(settings: Settings) -> Client:
         )
         address = await asyncio.to_thread(server.start)
     return await Client.connect(
-        address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter
+        address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        runtime=runtime,
     )
 
 
@@ -118,11 +123,17 @@ async def ensure_singletons(client: Client, deps: Deps) -> None:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    client = await connect(settings)
     store = await asyncio.to_thread(Store.from_settings, settings)
     if settings.embedded_database:
         with store.db.connection() as conn:
             migrate(conn)
+    try:
+        # The SDK's own metrics (QF_METRICS_PORT + 1) need their runtime before the client.
+        client = await connect(settings, temporal_runtime(settings))
+        metrics = serve_metrics(settings, store)  # None when QF_METRICS_PORT is unset
+    except BaseException:
+        store.close()
+        raise
     kube = KubeClient.from_settings(settings)
     executor = ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="activity")
     deps = Deps(store=store, kube=kube, settings=settings, client=client, executor=executor)
@@ -134,6 +145,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             await stop.wait()
             log.info("shutting down")
     finally:
+        if metrics is not None:
+            metrics.close()
         executor.shutdown(wait=False, cancel_futures=True)
         kube.close()
         store.close()

@@ -8,6 +8,7 @@ from temporalio import activity
 
 from activities.base import ActivityBase, translated
 from activities.signals import gather_bounded, tell_admitted
+from observability import metrics
 from workflows.shared import (
     ClaimInput,
     ClaimOutput,
@@ -23,6 +24,7 @@ class DispatchActivities(ActivityBase):
     @translated
     def claim_jobs(self, input: ClaimInput) -> ClaimOutput:
         result = self.store.queue.claim(input.pool, input.limit, actor=input.actor)
+        metrics.observe_admissions(self.store, result.admitted, via="claim")
         return ClaimOutput(admitted=result.admitted, blocked=result.blocked)
 
     @activity.defn(name="notify_admitted")

@@ -16,6 +16,7 @@ from domain.errors import IllegalTransition, InvalidInput
 from domain.models import JobStatus, Role, SubmitJob
 from k8s.models import PodRequest
 from k8s.pods import pod_name
+from observability import metrics
 from store.queries import q
 from workflows.shared import (
     CancelInput,
@@ -194,6 +195,7 @@ class JobActivities(ActivityBase):
                     reason=f"the pod could not be created: {ending.message}",
                     actor=ACTOR,
                 )
+                metrics.job_ended(job.pool, JobStatus.FAILED)
             return self.view(input.job_id)
         evicted = ending.outcome == "Deleted" or ending.disruption_reason is not None
         if job.status in (JobStatus.PREEMPTED, JobStatus.PENDING) or (
@@ -227,6 +229,7 @@ class JobActivities(ActivityBase):
                 actor=ACTOR,
                 conn=conn,
             )
+        metrics.job_ended(job.pool, target)
         return self.view(input.job_id)
 
     @activity.defn(name="cancel_job")
@@ -248,6 +251,7 @@ class JobActivities(ActivityBase):
                 reason=input.request.reason,
                 actor=input.request.actor,
             )
+            metrics.job_ended(job.pool, JobStatus.CANCELLED)
         if job.pod_name:
             self.kube.delete_pod(job.pod_name, self.settings.eviction_grace_seconds)
         return self.view(input.job_id)

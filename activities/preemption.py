@@ -13,6 +13,7 @@ from activities.jobs import job_view
 from activities.signals import gather_bounded, signal_job, tell_admitted, wake_dispatcher
 from domain.models import JobStatus
 from k8s.errors import EvictionBlocked, KubeForbidden
+from observability import metrics
 from workflows.shared import (
     CompensateInput,
     CompensateOutput,
@@ -60,6 +61,7 @@ class PreemptionActivities(ActivityBase):
                     )
                 )
             return ReserveOutput(outcome="reserved", reason="already reserved", victims=victims)
+        metrics.observe_saga_not_started()
         return ReserveOutput(outcome=result.outcome, reason=result.reason)
 
     @activity.defn(name="notify_jobs")
@@ -73,6 +75,7 @@ class PreemptionActivities(ActivityBase):
         )
 
     @activity.defn(name="evict_pod")
+    @metrics.counts_evictions
     @translated
     def evict_pod(self, input: EvictInput) -> str:
         """One eviction request through the Eviction API (policy/v1).
@@ -113,6 +116,7 @@ class PreemptionActivities(ActivityBase):
     async def admit_preemptor(self, input: PreemptionInput) -> JobView:
         """Give back the hold and admit the preemptor in one transaction, then tell it."""
         job = await self.blocking(self.store.preemption.complete, input.job_id, actor=input.actor)
+        await self.blocking(metrics.observe_preemptor_admitted, self.store, job.id)
         await tell_admitted(self.client, self.settings, job.id, job.attempt)
         await wake_dispatcher(self.client, self.settings, job.pool, "preemption done")
         return job_view(await self.blocking(self.store.queue.view, job.id))
@@ -145,6 +149,7 @@ class PreemptionActivities(ActivityBase):
         outcome = self.store.preemption.compensate(
             input.preemptor_id, reason=input.reason, actor=input.actor, evicted=sorted(evicted)
         )
+        metrics.observe_saga_end(self.store, input.preemptor_id)
         return CompensateOutput(
             restored=[UUID(k) for k, v in outcome.items() if v.startswith("restored")],
             requeued=[UUID(k) for k, v in outcome.items() if v in ("requeued", "already")],

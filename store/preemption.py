@@ -443,12 +443,23 @@ class PreemptionStore(Repository):
         outcome: dict[str, str] = {}
         with self.db.connection() as conn:
             job = to_model(Job, self._locked(conn, preemptor_id))
+            # Lock order (docs/en/database.md): job rows, then the pool, then the saga row. A
+            # victim ending right now holds its own row and wants the saga row (its capacity
+            # goes to the hold): take the victims' rows before the saga's, or we deadlock.
+            victim_ids = conn.execute(
+                "SELECT victims FROM preemptions WHERE preemptor_id = %s AND status = 'ACTIVE'",
+                (preemptor_id,),
+            ).fetchone()
+            victims = {
+                victim_id: to_model(Job, self._locked(conn, victim_id))
+                for victim_id in sorted(victim_ids["victims"] if victim_ids else [])
+            }
             one(conn, "pool_lock", {"name": job.pool})
             saga = one(conn, "preemption_active_for_update", {"preemptor_id": preemptor_id})
             if saga is None:
                 return outcome
             for victim_id in saga["victims"]:
-                victim = to_model(Job, self._locked(conn, victim_id))
+                victim = victims[victim_id]
                 if victim.status != JobStatus.PREEMPTING or victim.preempted_by != preemptor_id:
                     outcome[str(victim_id)] = victim.status.value
                     continue
