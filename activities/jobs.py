@@ -177,9 +177,13 @@ class JobActivities(ActivityBase):
     async def finish_job(self, input: FinishInput) -> JobView:
         """The job's pod ended: SUCCEEDED or FAILED — unless the ending was an eviction."""
         view = await self.blocking(self._finish, input)
-        if view.final:
-            await wake_dispatcher(self.client, self.settings, view.pool, f"{view.job_id} ended")
+        await self._capacity_freed(view, "ended")
         return view
+
+    async def _capacity_freed(self, view: JobView, what: str) -> None:
+        """Wake the dispatcher when a job's end may let a waiting job in (not otherwise)."""
+        if view.final and await self.blocking(self.store.queue.has_pending, view.pool):
+            await wake_dispatcher(self.client, self.settings, view.pool, f"{view.job_id} {what}")
 
     def _finish(self, input: FinishInput) -> JobView:
         ending = input.ending
@@ -237,7 +241,7 @@ class JobActivities(ActivityBase):
     async def cancel_job(self, input: CancelInput) -> JobView:
         """Cancel (member of the project), then delete the pod if there is one. Idempotent."""
         view = await self.blocking(self._cancel, input)
-        await wake_dispatcher(self.client, self.settings, view.pool, f"{view.job_id} cancelled")
+        await self._capacity_freed(view, "cancelled")
         return view
 
     def _cancel(self, input: CancelInput) -> JobView:

@@ -26,12 +26,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-# Wakes coalesce per process and pool: at most one in flight, and one more queued behind it.
-# A burst of submissions (or job ends) then costs the dispatcher two signals, not one each —
-# and no wake is lost: whoever finds one in flight asks for another after it, and that one is
-# sent after its caller's commit, so the dispatcher's next claim sees its job.
-_waking: set[tuple[str, str, str]] = set()
-_wake_again: set[tuple[str, str, str]] = set()
+# Wakes coalesce per process and pool: the first is sent at once; those asked for while it is
+# in flight, or within WAKE_DEBOUNCE after it, ride on one trailing wake. A burst of
+# submissions (or job ends) then costs the dispatcher a few signals, not one each — and no wake
+# is lost: the trailing one is sent after every asker's commit, so the dispatcher's next claim
+# sees their jobs.
+WAKE_DEBOUNCE = 0.05
+_WakeKey = tuple[str, str, str]
+_waking: set[_WakeKey] = set()
+_wake_again: set[_WakeKey] = set()
+_trailing: set[asyncio.Task[None]] = set()
 
 
 async def wake_dispatcher(client: Client, settings: Settings, pool: str, reason: str) -> None:
@@ -42,10 +46,30 @@ async def wake_dispatcher(client: Client, settings: Settings, pool: str, reason:
         return
     _waking.add(key)
     try:
+        await _send_wake(client, settings, pool, reason)
+    except BaseException:
+        _waking.discard(key)
+        raise
+    task = asyncio.get_running_loop().create_task(
+        _trailing_wakes(key, client, settings, pool, reason)
+    )
+    _trailing.add(task)  # a reference, so the task is not collected before it ends
+    task.add_done_callback(_trailing.discard)
+
+
+async def _trailing_wakes(
+    key: _WakeKey, client: Client, settings: Settings, pool: str, reason: str
+) -> None:
+    try:
         while True:
-            _wake_again.discard(key)
-            await _send_wake(client, settings, pool, reason)
+            await asyncio.sleep(WAKE_DEBOUNCE)
             if key not in _wake_again:
+                return
+            _wake_again.discard(key)
+            try:
+                await _send_wake(client, settings, pool, f"{reason} (and more)")
+            except Exception:  # the dispatcher's own timer covers a lost wake
+                log.warning("could not wake the dispatcher of %s", pool, exc_info=True)
                 return
     finally:
         _waking.discard(key)

@@ -293,6 +293,11 @@ class QueueStore(Repository):
             )
         return [r["id"] for r in rows]
 
+    def has_pending(self, pool: str) -> bool:
+        with self.db.connection() as conn:
+            row = one(conn, "job_pending_exists", {"pool": pool})
+        return bool(row and row["waiting"])
+
     def queue_position(self, job_id: UUID) -> int:
         with self.db.connection() as conn:
             row = one(conn, "job_queue_position", {"job_id": job_id})

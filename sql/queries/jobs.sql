@@ -102,3 +102,7 @@ WHERE pool = %(pool)s AND status = 'ADMITTED' AND pod_name IS NULL
   AND admitted_at < now() - make_interval(secs => %(older_than)s)
 ORDER BY admitted_at
 LIMIT 500
+
+-- job_pending_exists --
+-- Whether a pool has anything waiting (an index probe on jobs_claim_order).
+SELECT EXISTS (SELECT 1 FROM jobs WHERE pool = %(pool)s AND status = 'PENDING') AS waiting
