@@ -10,12 +10,13 @@ import sys
 
 import cli.admin
 import cli.configs
+import cli.demo
 import cli.jobs
 import cli.stack
 from cli.app import run
 
 # Importing the command modules registers their commands on the app.
-COMMAND_MODULES = (cli.admin, cli.configs, cli.jobs, cli.stack)
+COMMAND_MODULES = (cli.admin, cli.configs, cli.demo, cli.jobs, cli.stack)
 
 
 def main() -> int:
