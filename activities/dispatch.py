@@ -12,6 +12,7 @@ from observability import metrics
 from workflows.shared import (
     ClaimInput,
     ClaimOutput,
+    DispatcherInput,
     JobRef,
     NotifyAdmitted,
     PreemptionCheck,
@@ -54,6 +55,23 @@ class DispatchActivities(ActivityBase):
             activity.logger.info("re-notifying %d admitted job(s) of %s", len(stale), input.pool)
             await self.notify_admitted(NotifyAdmitted(job_ids=stale))
         return len(stale)
+
+    @activity.defn(name="dispatcher_settings")
+    @translated
+    def dispatcher_settings(self, input: DispatcherInput) -> DispatcherInput:
+        """The dispatcher's knobs as this worker's settings have them (pool and state kept)."""
+        settings = self.settings
+        return input.model_copy(
+            update={
+                "workflow_id_prefix": settings.workflow_id_prefix,
+                "batch_size": settings.claim_batch_size,
+                "idle_seconds": settings.dispatcher_idle_seconds,
+                "reconcile_after_seconds": settings.reconcile_after_seconds,
+                "preemption_retry_seconds": settings.preemption_retry_seconds,
+                "eviction_deadline_seconds": settings.eviction_deadline_seconds,
+                "eviction_grace_seconds": settings.eviction_grace_seconds,
+            }
+        )
 
     @activity.defn(name="check_preemption")
     @translated

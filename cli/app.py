@@ -216,6 +216,9 @@ def run(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split())  # one line, whatever the message holds
         sys.stderr.write(f"error: {exc.code}: {message}\n")
         return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("aborted\n")
+        return 130
     except SystemExit as exc:  # typer ends every run (help, usage errors) with sys.exit
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:

@@ -740,25 +740,12 @@ class DemoStory:
     def _counters_consistent(self) -> tuple[bool, str]:
         """The trigger-kept counters of the pool and of the demo's projects equal what the
         active jobs and holds add up to (and, with every demo job ended, zero)."""
-        with self.store.db.connection() as conn:
-            pool = conn.execute(POOL_COUNTERS, {"pool": POOL}).fetchone()
-            projects = conn.execute(PROJECT_COUNTERS, {"root": ROOT}).fetchall()
-        assert pool is not None
-        off = [
-            f"{r['name']}: {r['gpu_in_use']} GPU counted, {r['gpu_expected']} in use"
-            for r in projects
-            if r["gpu_in_use"] != r["gpu_expected"] or r["cpu_in_use"] != r["cpu_expected"]
-        ]
-        if (pool["gpu_in_use"], pool["cpu_in_use"]) != (pool["gpu_expected"], pool["cpu_expected"]):
-            off.insert(
-                0,
-                f"pool {POOL}: {pool['gpu_in_use']} GPU / {pool['cpu_in_use']} CPU counted, "
-                f"{pool['gpu_expected']} / {pool['cpu_expected']} in use",
-            )
+        off = self.store.audit.counter_mismatches(pool=POOL, root=ROOT)
+        pool = self.store.catalog.pool(POOL)
         return (
             not off,
-            "; ".join(off)
-            or f"pool {POOL}: {pool['gpu_in_use']}/{POOL_GPUS} GPU in use, as its jobs add up",
+            "; ".join(str(m) for m in off)
+            or f"pool {POOL}: {pool.gpu_in_use}/{POOL_GPUS} GPU in use, as its jobs add up",
         )
 
     def _config_recorded(self) -> tuple[bool, str]:
@@ -826,38 +813,3 @@ def fewest_victims(ranking: list[dict[str, Any]], need_gpu: int, need_cpu: int) 
             if sum(g for g, _ in subset) >= need_gpu and sum(c for _, c in subset) >= need_cpu:
                 return count
     return None
-
-
-# The pool's counters against its active jobs plus the capacity sagas hold for their preemptors.
-POOL_COUNTERS = """
-SELECT p.gpu_in_use, p.cpu_in_use,
-       coalesce((SELECT sum(required_gpu) FROM jobs j WHERE j.pool = p.name
-                 AND j.status IN ('ADMITTED', 'RUNNING', 'PREEMPTING')), 0)
-       + coalesce((SELECT sum(held_gpu) FROM preemptions h WHERE h.pool = p.name
-                   AND h.status = 'ACTIVE'), 0) AS gpu_expected,
-       coalesce((SELECT sum(required_cpu) FROM jobs j WHERE j.pool = p.name
-                 AND j.status IN ('ADMITTED', 'RUNNING', 'PREEMPTING')), 0)
-       + coalesce((SELECT sum(held_cpu) FROM preemptions h WHERE h.pool = p.name
-                   AND h.status = 'ACTIVE'), 0) AS cpu_expected
-FROM pools p WHERE p.name = %(pool)s
-"""
-
-# Every project of the demo's tree: its subtree usage counter against the active jobs in the
-# subtree plus the quota active sagas hold there.
-PROJECT_COUNTERS = """
-SELECT a.name, u.gpu_in_use, u.cpu_in_use,
-       coalesce((SELECT sum(j.required_gpu) FROM jobs j JOIN projects p ON p.p_id = j.project_id
-                 WHERE p.path <@ a.path
-                 AND j.status IN ('ADMITTED', 'RUNNING', 'PREEMPTING')), 0)
-       + coalesce((SELECT sum(h.quota_gpu) FROM preemptions h JOIN jobs j ON j.id = h.preemptor_id
-                   JOIN projects p ON p.p_id = j.project_id
-                   WHERE p.path <@ a.path AND h.status = 'ACTIVE'), 0) AS gpu_expected,
-       coalesce((SELECT sum(j.required_cpu) FROM jobs j JOIN projects p ON p.p_id = j.project_id
-                 WHERE p.path <@ a.path
-                 AND j.status IN ('ADMITTED', 'RUNNING', 'PREEMPTING')), 0)
-       + coalesce((SELECT sum(h.quota_cpu) FROM preemptions h JOIN jobs j ON j.id = h.preemptor_id
-                   JOIN projects p ON p.p_id = j.project_id
-                   WHERE p.path <@ a.path AND h.status = 'ACTIVE'), 0) AS cpu_expected
-FROM projects a JOIN project_usage u ON u.project_id = a.p_id
-WHERE a.path <@ (SELECT path FROM projects WHERE parent_id IS NULL AND name = %(root)s)
-"""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import tzinfo
 
 from settings import Settings, get_settings
+from store.audit import AuditStore
 from store.catalog import CatalogStore
 from store.configs import ConfigStore
 from store.db import Database
@@ -27,6 +28,7 @@ class Store:
         self.catalog = CatalogStore(db)
         self.queue = QueueStore(db, zone)
         self.preemption = PreemptionStore(db, zone, backoff)
+        self.audit = AuditStore(db)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Store:

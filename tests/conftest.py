@@ -70,6 +70,9 @@ def pg_server() -> Iterator[PgServer]:
     from devstack.postgres import EmbeddedPostgres, free_port
 
     state = Path(tempfile.mkdtemp(prefix="qf-test-"))
+    # mkdtemp makes it private; as root the server's own user must be able to enter it (else
+    # devstack.postgres falls back to a folder under /var/tmp).
+    state.chmod(0o755)
     server = EmbeddedPostgres(state, port=free_port(), durable=False, max_connections=300)
     server.acquire()
     try:

@@ -71,6 +71,16 @@ class DispatcherWorkflow:
 
     @workflow.run
     async def run(self, input: DispatcherInput) -> None:
+        if workflow.patched("settings-from-worker"):
+            # The workers' settings win over those of whoever started this dispatcher first (or
+            # of the run before a continue-as-new): an operator's change reaches it at once.
+            input = await workflow.execute_activity_method(
+                DispatchActivities.dispatcher_settings,
+                input,
+                start_to_close_timeout=TIMEOUT,
+                retry_policy=RETRY,
+            )
+            self._input = input
         while self._turns < TURNS_PER_RUN and not workflow.info().is_continue_as_new_suggested():
             self._turns += 1
             self._woken = False

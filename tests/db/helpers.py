@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from store.audit import AuditStore
 from store.db import Connection, Database
 
 ACTIVE = {"ADMITTED", "RUNNING", "PREEMPTING"}
@@ -12,35 +13,8 @@ ACTIVE = {"ADMITTED", "RUNNING", "PREEMPTING"}
 
 def assert_counters_consistent(db: Database) -> None:
     """The trigger-maintained counters equal what the jobs and active holds add up to."""
-    with db.connection() as conn:
-        pools = conn.execute("""
-            SELECT p.name, p.gpu_in_use, p.cpu_in_use,
-                   coalesce((SELECT sum(required_gpu) FROM jobs j WHERE j.pool = p.name
-                             AND j.status IN ('ADMITTED','RUNNING','PREEMPTING')), 0)
-                   + coalesce((SELECT sum(held_gpu) FROM preemptions h WHERE h.pool = p.name
-                               AND h.status = 'ACTIVE'), 0) AS gpu_expected,
-                   coalesce((SELECT sum(required_cpu) FROM jobs j WHERE j.pool = p.name
-                             AND j.status IN ('ADMITTED','RUNNING','PREEMPTING')), 0)
-                   + coalesce((SELECT sum(held_cpu) FROM preemptions h WHERE h.pool = p.name
-                               AND h.status = 'ACTIVE'), 0) AS cpu_expected
-            FROM pools p""").fetchall()
-        for row in pools:
-            assert (row["gpu_in_use"], row["cpu_in_use"]) == (
-                row["gpu_expected"],
-                row["cpu_expected"],
-            ), row
-        usage = conn.execute("""
-            SELECT a.p_id, u.gpu_in_use, u.cpu_in_use,
-                   coalesce((SELECT sum(j.required_gpu) FROM jobs j JOIN projects p
-                             ON p.p_id = j.project_id WHERE p.path <@ a.path
-                             AND j.status IN ('ADMITTED','RUNNING','PREEMPTING')), 0)
-                   + coalesce((SELECT sum(h.quota_gpu) FROM preemptions h JOIN jobs j
-                               ON j.id = h.preemptor_id JOIN projects p ON p.p_id = j.project_id
-                               WHERE p.path <@ a.path AND h.status = 'ACTIVE'), 0)
-                       AS gpu_expected
-            FROM projects a JOIN project_usage u ON u.project_id = a.p_id""").fetchall()
-        for row in usage:
-            assert row["gpu_in_use"] == row["gpu_expected"], row
+    mismatches = AuditStore(db).counter_mismatches()
+    assert not mismatches, "; ".join(str(m) for m in mismatches)
 
 
 def replay_pool_usage(db: Database) -> dict[str, int]:
