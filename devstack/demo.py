@@ -85,10 +85,6 @@ VISION = "demo/vision"
 WEEKEND_WINDOW = "Fri 22:00-Mon 06:00"
 NLP_QUOTA_GPUS = 4
 WEEKEND_QUOTA_GPUS = POOL_GPUS
-# The victims of the saga keep their pods for the grace period; the pool's dispatcher is started
-# by the demo with this one (unless QF_EVICTION_GRACE_SECONDS says otherwise), so the story fits
-# in well under a minute and a PREEMPTING row still shows in the table.
-DEMO_EVICTION_GRACE_SECONDS = 3
 POLL_SECONDS = 0.5
 MAX_EXHAUSTIVE = 16  # candidates for which fewest_victims tries every subset (2^16 at most)
 STOP_COMMAND = "python starter.py down"
@@ -374,16 +370,8 @@ class DemoStory:
             + "; ".join(org.plans)
         )
         await self._clear_leftovers()
-        await wake_dispatcher(self.client, self._pool_settings(), POOL, "demo starts")
+        await wake_dispatcher(self.client, self.settings, POOL, "demo starts")
         self.base = await self._base_config()
-
-    def _pool_settings(self) -> Settings:
-        """The settings the pool's dispatcher starts with, if the demo is the first to wake it."""
-        if self.settings.eviction_grace_seconds is not None:
-            return self.settings
-        return self.settings.model_copy(
-            update={"eviction_grace_seconds": DEMO_EVICTION_GRACE_SECONDS}
-        )
 
     async def _clear_leftovers(self) -> None:
         """Cancel what an interrupted run left in the pool, and wait until the pool is idle."""

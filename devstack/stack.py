@@ -58,6 +58,7 @@ POLL_SECONDS = 0.2
 WATCH_SECONDS = 0.5
 EMULATOR_READY_SECONDS = 20.0
 WORKER_READY_SECONDS = 90.0
+EMULATOR_EVICTION_GRACE_SECONDS = 3
 # The worker's own graceful shutdown takes up to 10 s (worker.py); SIGKILL only after that.
 WORKER_STOP_SECONDS = 20.0
 EMULATOR_STOP_SECONDS = 5.0
@@ -815,6 +816,10 @@ class Supervisor:
         }
         if self._emulator and self.kube_url is not None:
             overrides |= {"QF_KUBE_MODE": "emulator", "QF_KUBE_URL": self.kube_url}
+            if s.eviction_grace_seconds is None:
+                # Emulated pods hold nothing worth 30 s of grace: evictions in the local stack
+                # finish in a few seconds, so a preemption story stays short.
+                overrides["QF_EVICTION_GRACE_SECONDS"] = str(EMULATOR_EVICTION_GRACE_SECONDS)
         log.info("starting the worker on task queue %r", s.task_queue)
         piece = self._spawn(
             "worker", "Worker", [sys.executable, "worker.py"], self.stack.child_env(**overrides)
