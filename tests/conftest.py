@@ -120,3 +120,8 @@ def database(db_dsn: str) -> Iterator[Database]:
 @pytest.fixture
 def store(database: Database) -> Store:
     return Store(database, UTC)
+
+
+# The whole-stack fixtures (one Temporal dev server per session, a worker per test): defined in
+# tests/stack.py, registered here so every directory shares the same server.
+from tests.stack import cli, emulator, stack, temporal_env  # noqa: E402, F401

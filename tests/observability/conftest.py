@@ -1,7 +1,6 @@
 """A metrics endpoint started in this process, and a scraper that reads it like Prometheus.
 
-The Temporal stack fixtures (a dev server, the emulator, a per-test worker on its own task
-queue) are those of tests/temporal, re-exported here.
+The stack fixtures (a dev server, the emulator, a per-test worker) come from tests/stack.py.
 """
 
 from __future__ import annotations
@@ -18,9 +17,6 @@ from prometheus_client.samples import Sample
 from devstack.postgres import free_port
 from observability.server import MetricsServer, start_metrics_server
 from store import Store
-from tests.temporal.conftest import emulator, stack, temporal_env
-
-__all__ = ["emulator", "stack", "temporal_env"]
 
 SCRAPE_TIMEOUT = 30.0  # a shared 2-core machine can be slow to answer
 

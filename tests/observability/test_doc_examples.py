@@ -18,7 +18,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from settings import get_settings
-from tests.temporal.conftest import Stack
+from tests.stack import Stack
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "en" / "frontend_integration.md"
 EXAMPLE = re.compile(r'^```python title="example"\n(.*?)^```$', re.DOTALL | re.MULTILINE)

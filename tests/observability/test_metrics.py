@@ -29,7 +29,7 @@ from store.db import Database
 from tests.factories import seed
 from tests.k8s.conftest import budget, pod_request, wait_running
 from tests.observability.conftest import scrape
-from tests.temporal.conftest import stack_settings
+from tests.stack import stack_settings
 from workflows.shared import EvictInput, PreemptionInput
 
 

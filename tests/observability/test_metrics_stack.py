@@ -12,7 +12,7 @@ from k8s.emulator import EmulatorServer
 from observability.server import MetricsServer
 from settings import Settings
 from tests.observability.conftest import Scrape, free_port_pair, scrape
-from tests.temporal.conftest import Stack, stack_settings
+from tests.stack import Stack, stack_settings
 from worker import run_worker
 from workflows.client import cancel_job
 from workflows.shared import CancelRequest, pod_watcher_workflow_id

@@ -9,7 +9,7 @@ import pytest
 
 from domain.errors import NotFound
 from tests.db.helpers import assert_counters_consistent
-from tests.temporal.conftest import Stack
+from tests.stack import Stack
 from workflows.client import cancel_job
 from workflows.shared import CancelRequest, JobView
 

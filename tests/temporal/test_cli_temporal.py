@@ -6,7 +6,7 @@ import asyncio
 
 from domain.models import CreateUser
 from tests.db.helpers import count
-from tests.temporal.conftest import Invoke, Stack, call, ok
+from tests.stack import Invoke, Stack, call, ok
 
 
 async def test_job_commands(cli: Invoke, stack: Stack) -> None:

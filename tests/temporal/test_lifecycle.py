@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from domain.models import JobStatus
-from tests.temporal.conftest import Stack
+from tests.stack import Stack
 
 
 async def test_submit_admit_run_succeed(stack: Stack) -> None:

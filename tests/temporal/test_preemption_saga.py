@@ -10,7 +10,7 @@ from kubernetes.client import V1PodDisruptionBudgetSpec as PdbSpec
 
 from k8s.emulator import Fault
 from tests.db.helpers import assert_counters_consistent
-from tests.temporal.conftest import Stack
+from tests.stack import Stack
 
 
 async def fill_with_low_jobs(stack: Stack, count: int, gpu: int, run_seconds: float) -> list:

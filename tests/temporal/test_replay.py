@@ -17,7 +17,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.temporal.conftest import Stack
+from tests.stack import Stack
 from worker import WORKFLOWS
 from workflows.client import change_config
 from workflows.shared import ConfigRequest

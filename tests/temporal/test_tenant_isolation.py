@@ -10,7 +10,7 @@ import uuid
 from domain.errors import PermissionDenied
 from domain.models import CreateUser
 from tests.db.helpers import count
-from tests.temporal.conftest import Invoke, Stack, call, ok
+from tests.stack import Invoke, Stack, call, ok
 from workflows.client import cancel_job, change_config, submit_job
 from workflows.shared import CancelRequest, ConfigRequest, JobRequest
 

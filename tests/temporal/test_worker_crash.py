@@ -25,7 +25,7 @@ from settings import Settings
 from store import Store
 from tests.db.helpers import assert_counters_consistent, scalar
 from tests.factories import seed
-from tests.temporal.conftest import Stack, stack_settings
+from tests.stack import Stack, stack_settings
 from workflows.shared import dispatcher_workflow_id, job_workflow_id, pod_watcher_workflow_id
 
 ROOT = Path(__file__).resolve().parents[2]

