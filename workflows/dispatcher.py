@@ -39,7 +39,6 @@ RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
 )
 TIMEOUT = timedelta(seconds=60)
-TURNS_PER_RUN = 250
 
 
 @workflow.defn(name="DispatcherWorkflow")
@@ -81,7 +80,9 @@ class DispatcherWorkflow:
                 retry_policy=RETRY,
             )
             self._input = input
-        while self._turns < TURNS_PER_RUN and not workflow.info().is_continue_as_new_suggested():
+        while (
+            self._turns < input.turns_per_run and not workflow.info().is_continue_as_new_suggested()
+        ):
             self._turns += 1
             self._woken = False
             claimed = await workflow.execute_activity_method(

@@ -44,8 +44,6 @@ DB_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
 )
 DB_TIMEOUT = timedelta(seconds=30)
-# A new run (continue-as-new) after this many attempts keeps the history short.
-ATTEMPTS_PER_RUN = 10
 
 
 def _cause(err: BaseException) -> ApplicationError | None:
@@ -144,7 +142,7 @@ class JobWorkflow:
         while not self.view.final:
             await self._step()
             if (
-                self.view.attempt - first_attempt >= ATTEMPTS_PER_RUN
+                self.view.attempt - first_attempt >= input.attempts_per_run
                 or workflow.info().is_continue_as_new_suggested()
             ) and not self.view.final:
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -153,6 +151,7 @@ class JobWorkflow:
                         job_id=self._job_id,
                         handled_endings=sorted(self._handled),
                         poll_seconds=input.poll_seconds,
+                        attempts_per_run=input.attempts_per_run,
                     )
                 )
         await workflow.wait_condition(workflow.all_handlers_finished)

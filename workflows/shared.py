@@ -113,6 +113,9 @@ class JobInput(Message):
     poll_seconds: float = Field(
         default=120.0, gt=0, description="How often to re-read the job when nothing arrives."
     )
+    attempts_per_run: int = Field(
+        default=10, ge=1, description="Continue as new after this many attempts (preemptions)."
+    )
 
 
 class JobView(Message):
@@ -186,6 +189,7 @@ class DispatcherInput(Message):
     preemption_retry_seconds: float = Field(default=10.0, ge=0)
     eviction_deadline_seconds: float = Field(default=120.0, gt=0)
     eviction_grace_seconds: int | None = None
+    turns_per_run: int = Field(default=250, ge=1, description="Continue as new after this many.")
     # Carried over continue-as-new: when a preemption was last tried for a job (epoch seconds).
     preemption_tries: dict[str, float] = Field(default_factory=dict)
 
