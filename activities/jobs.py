@@ -12,8 +12,9 @@ from temporalio.exceptions import CancelledError
 
 from activities.base import ActivityBase, translated
 from activities.signals import wake_dispatcher
-from domain.errors import IllegalTransition, InvalidInput
+from domain.errors import IllegalTransition, InvalidInput, QuotaflowError
 from domain.models import JobStatus, Role, SubmitJob
+from k8s.errors import KubeApiError, KubeForbidden
 from k8s.models import PodRequest
 from k8s.pods import pod_name
 from observability import metrics
@@ -192,14 +193,18 @@ class JobActivities(ActivityBase):
             return self.view(input.job_id)  # an old attempt's pod, or already done
         if input.launch_failed:
             if job.status == JobStatus.ADMITTED:
-                self.store.queue.transition(
-                    job.id,
-                    JobStatus.FAILED,
-                    from_statuses=[JobStatus.ADMITTED],
-                    reason=f"the pod could not be created: {ending.message}",
-                    actor=ACTOR,
-                )
-                metrics.job_ended(job.pool, JobStatus.FAILED)
+                with contextlib.suppress(IllegalTransition):  # cancelled or taken meanwhile
+                    self.store.queue.transition(
+                        job.id,
+                        JobStatus.FAILED,
+                        from_statuses=[JobStatus.ADMITTED],
+                        reason=f"the pod could not be created: {ending.message}",
+                        actor=ACTOR,
+                    )
+                    metrics.job_ended(job.pool, JobStatus.FAILED)
+                # The launch may have failed after the pod was created (a refused read of
+                # it): do not leave it running for a job that failed.
+                self._delete_pod_quietly(pod_name(job.id, job.attempt))
             return self.view(input.job_id)
         evicted = ending.outcome == "Deleted" or ending.disruption_reason is not None
         if job.status in (JobStatus.PREEMPTED, JobStatus.PENDING) or (
@@ -215,26 +220,36 @@ class JobActivities(ActivityBase):
         )
         if ending.outcome == "Deleted":
             reason = f"pod {ending.pod_name} was deleted outside quotaflow"
-        with self.store.db.connection() as conn:
-            if job.status == JobStatus.ADMITTED:  # ended before we saw it run
+        try:
+            with self.store.db.connection() as conn:
+                if job.status == JobStatus.ADMITTED:  # ended before we saw it run
+                    self.store.queue.transition(
+                        job.id,
+                        JobStatus.RUNNING,
+                        from_statuses=[JobStatus.ADMITTED],
+                        reason=f"pod {ending.pod_name} ran",
+                        actor=ACTOR,
+                        conn=conn,
+                    )
                 self.store.queue.transition(
                     job.id,
-                    JobStatus.RUNNING,
-                    from_statuses=[JobStatus.ADMITTED],
-                    reason=f"pod {ending.pod_name} ran",
+                    target,
+                    from_statuses=[JobStatus.RUNNING, JobStatus.PREEMPTING],
+                    reason=reason,
                     actor=ACTOR,
                     conn=conn,
                 )
-            self.store.queue.transition(
-                job.id,
-                target,
-                from_statuses=[JobStatus.RUNNING, JobStatus.PREEMPTING],
-                reason=reason,
-                actor=ACTOR,
-                conn=conn,
-            )
+        except IllegalTransition:
+            # Cancelled, or taken by a saga, between our read and our write: its state wins.
+            return self.view(input.job_id)
         metrics.job_ended(job.pool, target)
         return self.view(input.job_id)
+
+    def _delete_pod_quietly(self, name: str) -> None:
+        try:
+            self.kube.delete_pod(name, self.settings.eviction_grace_seconds)
+        except QuotaflowError as exc:  # best effort: the pod may never have existed
+            activity.logger.warning("could not delete pod %s: %s", name, exc)
 
     @activity.defn(name="cancel_job")
     @translated
@@ -256,8 +271,11 @@ class JobActivities(ActivityBase):
                 actor=input.request.actor,
             )
             metrics.job_ended(job.pool, JobStatus.CANCELLED)
-        if job.pod_name:
-            self.kube.delete_pod(job.pod_name, self.settings.eviction_grace_seconds)
+        # The pod's name is known from the job and the attempt even if a crash came between
+        # creating the pod and recording its name: delete that one (a 404 is fine).
+        self.kube.delete_pod(
+            job.pod_name or pod_name(job.id, job.attempt), self.settings.eviction_grace_seconds
+        )
         return self.view(input.job_id)
 
     @activity.defn(name="check_pod")
@@ -267,7 +285,13 @@ class JobActivities(ActivityBase):
         job = self.store.queue.get(ref.job_id)
         if job.pod_name is None or job.status not in (JobStatus.RUNNING, JobStatus.ADMITTED):
             return None
-        pod = self.kube.get_pod(job.pod_name)
+        try:
+            pod = self.kube.get_pod(job.pod_name)
+        except (KubeForbidden, KubeApiError) as exc:
+            # A refused look (a 403 while a token rotates…) is no news: the next poll looks
+            # again. Failing here would fail the job's workflow and orphan the job.
+            activity.logger.warning("could not read pod %s: %s", job.pod_name, exc)
+            return None
         if pod is None:
             return PodEndedSignal(
                 pod_name=job.pod_name,

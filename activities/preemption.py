@@ -13,6 +13,7 @@ from activities.jobs import job_view
 from activities.signals import gather_bounded, signal_job, tell_admitted, wake_dispatcher
 from domain.models import JobStatus
 from k8s.errors import EvictionBlocked, KubeForbidden
+from k8s.pods import pod_name
 from observability import metrics
 from workflows.shared import (
     CompensateInput,
@@ -40,8 +41,14 @@ class PreemptionActivities(ActivityBase):
         """
         result = self.store.preemption.reserve(input.job_id, actor=input.actor)
         if result.outcome == "reserved":
+            # A victim taken while ADMITTED may have a pod whose name a crash kept from being
+            # recorded: its name is known (job, attempt), so it is evicted too (404 if none).
             victims = [
-                Victim(job_id=v.id, pod_name=v.pod_name, taken_from=v.taken_from.value)
+                Victim(
+                    job_id=v.id,
+                    pod_name=v.pod_name or pod_name(v.id, v.attempt),
+                    taken_from=v.taken_from.value,
+                )
                 for v in result.victims
             ]
             return ReserveOutput(outcome="reserved", reason=result.reason, victims=victims)
@@ -56,7 +63,7 @@ class PreemptionActivities(ActivityBase):
                 victims.append(
                     Victim(
                         job_id=job.id,
-                        pod_name=job.pod_name,
+                        pod_name=job.pod_name or pod_name(job.id, job.attempt),
                         taken_from=(job.preempted_from or job.status).value,
                     )
                 )

@@ -373,13 +373,12 @@ class PreemptionStore(Repository):
                 },
             )
             return "requeued"
-        if job.preempted_by == preemptor_id and job.status in (
-            JobStatus.PENDING,
-            JobStatus.PREEMPTED,
-        ):
-            return "already"
         if job.status.final:
             return "ended"
+        if job.preempted_by == preemptor_id:
+            # Requeued by an earlier try of this step — and maybe admitted again since, when
+            # this is a retry long after (preempted_by survives the requeue): done already.
+            return "already"
         raise IllegalTransition(
             f"job {job.id} is {job.status.value} and not a victim of {preemptor_id}"
         )
@@ -391,8 +390,9 @@ class PreemptionStore(Repository):
             one(conn, "pool_lock", {"name": job.pool})
             saga = one(conn, "preemption_active_for_update", {"preemptor_id": preemptor_id})
             if saga is None:
-                if job.status in (JobStatus.ADMITTED, JobStatus.RUNNING):
-                    return job  # a retry after the commit
+                latest = one(conn, "preemption_list_for_job", {"job_id": preemptor_id})
+                if latest is not None and latest["status"] == "COMPLETED":
+                    return job  # a retry after the commit: admitted then, whatever it is now
                 raise IllegalTransition(f"job {preemptor_id} has no preemption under way")
             pending = conn.execute(
                 "SELECT id FROM jobs WHERE preempted_by = %s AND status = 'PREEMPTING'",
