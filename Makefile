@@ -33,5 +33,12 @@ demo: install
 bench: install
 	$(BIN)/python -m bench.run_all
 
+# The fault experiments at their full sizes (docs/en/reliability.md; `make test` runs them
+# small). One JSON line per experiment — what was injected, what held — goes to FAULTS_REPORT.
+FAULTS_REPORT ?= .quotaflow/faults-report.jsonl
+faults: install
+	mkdir -p $(dir $(FAULTS_REPORT))
+	QF_FAULTS_SCALE=full QF_FAULTS_REPORT=$(FAULTS_REPORT) $(BIN)/pytest -q tests/faults --durations=0
+
 clean:
 	rm -rf .quotaflow .pytest_cache .mypy_cache .ruff_cache
