@@ -14,6 +14,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from settings import Settings
 from workflows.shared import (
+    JOB_REVISION,
     AdmittedSignal,
     DispatcherInput,
     JobInput,
@@ -104,7 +105,7 @@ async def tell_admitted(client: Client, settings: Settings, job_id: UUID, attemp
 
     await client.start_workflow(
         JobWorkflow.run,
-        JobInput(job_id=job_id, poll_seconds=settings.job_poll_seconds),
+        JobInput(job_id=job_id, poll_seconds=settings.job_poll_seconds, revision=JOB_REVISION),
         id=job_workflow_id(job_id, settings.workflow_id_prefix),
         task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

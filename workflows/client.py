@@ -33,6 +33,7 @@ from settings import Settings
 from workflows.config import ConfigCommitWorkflow
 from workflows.job import JobWorkflow
 from workflows.shared import (
+    JOB_REVISION,
     QF_GPUS,
     QF_POOL,
     QF_PRIORITY,
@@ -80,7 +81,12 @@ async def submit_job(client: Client, settings: Settings, request: JobRequest) ->
     """
     start = WithStartWorkflowOperation(
         JobWorkflow.run,
-        JobInput(job_id=request.job_id, request=request, poll_seconds=settings.job_poll_seconds),
+        JobInput(
+            job_id=request.job_id,
+            request=request,
+            poll_seconds=settings.job_poll_seconds,
+            revision=JOB_REVISION,
+        ),
         id=job_workflow_id(request.job_id, settings.workflow_id_prefix),
         task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

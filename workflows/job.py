@@ -9,6 +9,7 @@ change of state is mirrored into the search attributes, so the Web UI can filter
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -67,6 +68,11 @@ class JobWorkflow:
         self._launched: int | None = None
         self._cancelling = False
         self._poll = timedelta(seconds=input.poll_seconds)
+        self._revision = input.revision
+        # Revision 2: one timer ticks every poll interval for the whole run (started lazily,
+        # stopped at the end), instead of a timer started and cancelled around every wait.
+        self._poller: asyncio.Task[None] | None = None
+        self._poll_due = False
 
     # --- messages ---------------------------------------------------------------------
 
@@ -146,15 +152,18 @@ class JobWorkflow:
                 or workflow.info().is_continue_as_new_suggested()
             ) and not self.view.final:
                 await workflow.wait_condition(workflow.all_handlers_finished)
+                await self._stop_poller()
                 workflow.continue_as_new(
                     JobInput(
                         job_id=self._job_id,
                         handled_endings=sorted(self._handled),
                         poll_seconds=input.poll_seconds,
                         attempts_per_run=input.attempts_per_run,
+                        revision=input.revision,
                     )
                 )
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._stop_poller()
         return self.view
 
     @property
@@ -172,12 +181,35 @@ class JobWorkflow:
         if view.status == "ADMITTED" and self._launched != view.attempt:
             await self._start_pod()
             return
+        if self._revision >= 2:
+            if self._poller is None:
+                self._poller = asyncio.create_task(self._tick())
+            await workflow.wait_condition(lambda: self._something_arrived() or self._poll_due)
+            if not self._something_arrived():
+                self._poll_due = False
+                await self._poll_state()
+                return
+            await self._handle_messages()
+            return
         try:
             await workflow.wait_condition(self._something_arrived, timeout=self._poll)
         except TimeoutError:
             await self._poll_state()
             return
         await self._handle_messages()
+
+    async def _tick(self) -> None:
+        while True:
+            await workflow.sleep(self._poll)
+            self._poll_due = True
+
+    async def _stop_poller(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            # Let the cancellation run (it cancels the timer) before the run completes.
+            poller = self._poller
+            await workflow.wait_condition(poller.done)
+            self._poller = None
 
     def _something_arrived(self) -> bool:
         return bool(self._admitted or self._endings or self._notices) or (
@@ -255,7 +287,7 @@ class JobWorkflow:
             self._admitted
             and not self._notices
             and self.view.status == "PENDING"
-            and workflow.patched("admitted-without-refresh")
+            and (self._revision >= 2 or workflow.patched("admitted-without-refresh"))
         ):
             # start_pod re-reads the row under its lock anyway: a read here only costs time.
             attempt = max(self._admitted)

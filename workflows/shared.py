@@ -103,6 +103,13 @@ class JobRequest(Request):
         return self
 
 
+# The JobWorkflow revision new workflows are started with (``JobInput.revision``). Carried in the
+# input, so a history replays with the behaviour it was written with — without a
+# ``workflow.patched`` marker, whose automatic TemporalChangeVersion upsert would cost every job
+# one more visibility write.
+JOB_REVISION = 2
+
+
 class JobInput(Message):
     """The input of ``JobWorkflow.run``: a new request, or an existing job to adopt."""
 
@@ -115,6 +122,16 @@ class JobInput(Message):
     )
     attempts_per_run: int = Field(
         default=10, ge=1, description="Continue as new after this many attempts (preemptions)."
+    )
+    revision: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        description=(
+            "How the workflow behaves: 2 (what quotaflow's clients send) trusts the `admitted`"
+            " signal without a read and keeps one polling timer running instead of one per wait;"
+            " 1 is the behaviour of histories written before revisions existed."
+        ),
     )
 
 

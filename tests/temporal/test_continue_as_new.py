@@ -12,6 +12,7 @@ from tests.stack import Stack
 from workflows.dispatcher import DispatcherWorkflow
 from workflows.job import JobWorkflow
 from workflows.shared import (
+    JOB_REVISION,
     DispatcherInput,
     JobInput,
     JobRequest,
@@ -56,7 +57,13 @@ async def test_dispatcher_and_job_continue_as_new(stack: Stack) -> None:
         request,
         start_workflow_operation=WithStartWorkflowOperation(
             JobWorkflow.run,
-            JobInput(job_id=low_id, request=request, poll_seconds=5, attempts_per_run=1),
+            JobInput(
+                job_id=low_id,
+                request=request,
+                poll_seconds=5,
+                attempts_per_run=1,
+                revision=JOB_REVISION,
+            ),
             id=job_workflow_id(low_id, prefix),
             task_queue=settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+from uuid import UUID
+
+from temporalio.api.enums.v1 import EventType
+
 from domain.models import JobStatus
 from tests.stack import Stack
+from workflows.shared import job_workflow_id, pod_watcher_workflow_id
+
+
+async def _history(stack: Stack, job_id: UUID) -> list[Any]:
+    handle = stack.client.get_workflow_handle(
+        job_workflow_id(job_id, stack.settings.workflow_id_prefix)
+    )
+    return list((await handle.fetch_history()).events)
+
+
+async def _event_types(stack: Stack, job_id: UUID) -> list[int]:
+    return [event.event_type for event in await _history(stack, job_id)]
 
 
 async def test_submit_admit_run_succeed(stack: Stack) -> None:
@@ -18,3 +35,31 @@ async def test_submit_admit_run_succeed(stack: Stack) -> None:
         JobStatus.RUNNING,
         JobStatus.SUCCEEDED,
     ]
+    # Revision 2's shape, which the lifecycle benchmark depends on: one upsert per status
+    # (no TemporalChangeVersion upsert: no patch marker), one polling timer for the whole
+    # life, and no read between `admitted` and start_pod.
+    history = await _event_types(stack, view.job_id)
+    assert history.count(EventType.EVENT_TYPE_MARKER_RECORDED) == 0
+    assert history.count(EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES) == 4
+    assert history.count(EventType.EVENT_TYPE_TIMER_STARTED) == 1
+    assert history.count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == 3
+
+
+async def test_a_lost_pod_ending_is_found_by_the_workflows_own_poll(stack: Stack) -> None:
+    # No watcher, no pod_ended signal: only the JobWorkflow's polling timer (every
+    # job_poll_seconds = 5 s here) can notice that the pod ended.
+    watcher = stack.client.get_workflow_handle(
+        pod_watcher_workflow_id(stack.settings.workflow_id_prefix)
+    )
+    await watcher.terminate("test: lose every pod ending")
+    view = await stack.submit(gpu=1, run_seconds=0.3)
+    done = await stack.result(view.job_id, timeout=4 * stack.settings.job_poll_seconds + 30)
+    assert done.status == "SUCCEEDED"
+    history = await _event_types(stack, view.job_id)
+    assert history.count(EventType.EVENT_TYPE_TIMER_FIRED) >= 1
+    signals = [
+        event.workflow_execution_signaled_event_attributes.signal_name
+        for event in await _history(stack, view.job_id)
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    ]
+    assert "pod_ended" not in signals

@@ -1,10 +1,12 @@
 """Replay tests: workflow code must stay deterministic for the histories it already wrote.
 
 ``histories/`` holds recorded histories of every workflow (a preemption story: victims, the
-preemptor, the saga, the dispatcher, the pod watcher, a config commit). They replay on every run,
-so a change that would break running workflows fails here — guard such a change with
-``workflow.patched``. Refresh them with
-``QF_RECORD_HISTORIES=1 pytest tests/temporal/test_replay.py``.
+preemptor, the saga, the dispatcher, the pod watcher, a config commit), one set per generation
+of the code: ``tbd67ecf4-*`` from before ``JobInput.revision`` (JobWorkflow revision 1), and
+``tcfa1421c-*`` with revision 2. They replay on every run, so a change that would break running
+workflows fails here — guard such a change with ``workflow.patched`` or a new revision. Add the
+current generation with ``QF_RECORD_HISTORIES=1 pytest tests/temporal/test_replay.py``; remove
+an old one only when no workflow of it can still be running anywhere.
 """
 
 from __future__ import annotations
@@ -69,8 +71,6 @@ async def test_a_fresh_preemption_story_replays(stack: Stack) -> None:
         histories.append((execution.workflow_type or "", history))
     assert {kind for kind, _ in histories} == EVERY_WORKFLOW
     if os.environ.get("QF_RECORD_HISTORIES") == "1":
-        for old in HISTORIES.glob("*.json"):
-            old.unlink()
         for workflow_type, history in histories:
             (HISTORIES / f"{workflow_type}--{history.workflow_id}.json").write_text(
                 history.to_json()
