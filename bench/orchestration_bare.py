@@ -31,6 +31,8 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ConfigDict, Field
 
+    from workflows.shared import QF_STATUS
+
 log = logging.getLogger("quotaflow.bench.bare")
 
 # The quotaflow worker's settings (worker.py), so only the workflow's contents differ.
@@ -45,6 +47,9 @@ class BareShape(BaseModel):
 
     activities: int = Field(ge=1, le=100)
     signals: int = Field(ge=0, le=100)
+    # Search-attribute upserts (of QfStatus): one after each of the first activities, the rest
+    # at the end — as a job upserts PENDING, ADMITTED, RUNNING and its final status.
+    upserts: int = Field(default=0, ge=0, le=100)
 
     def signalling_steps(self) -> set[int]:
         """Which activities send a signal: spread evenly, the first one always among them."""
@@ -57,7 +62,8 @@ class BareShape(BaseModel):
 
     @property
     def label(self) -> str:
-        return f"{self.activities} activities, {self.signals} signals"
+        label = f"{self.activities} activities, {self.signals} signals"
+        return f"{label}, {self.upserts} upserts" if self.upserts else label
 
 
 class BareStep(BaseModel):
@@ -115,6 +121,9 @@ class BareWorkflow:
         await workflow.wait_condition(lambda: self._done >= 1)
         return self._done
 
+    def _upsert(self, index: int) -> None:
+        workflow.upsert_search_attributes([QF_STATUS.value_set(f"STEP{index}")])
+
     @workflow.run
     async def run(self, shape: BareShape) -> BareDone:
         signalling = shape.signalling_steps()
@@ -130,9 +139,13 @@ class BareWorkflow:
                 start_to_close_timeout=STEP_TIMEOUT,
             )
             self._done += 1
+            if index < shape.upserts:
+                self._upsert(index)
             if index in signalling:
                 expected += 1
                 await workflow.wait_condition(functools.partial(self._nudged, expected))
+        for index in range(shape.activities, shape.upserts):
+            self._upsert(index)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return BareDone(activities=self._done, signals=self._nudges)
 

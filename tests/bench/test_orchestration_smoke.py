@@ -30,7 +30,7 @@ TINY = replace(QUICK, jobs=4, rounds=1, warmup_jobs=2, concurrency=4, sagas=2, s
 
 
 def test_bare_shapes_spread_their_signals() -> None:
-    assert JOB_SHAPE.signalling_steps() == {0, 2}
+    assert JOB_SHAPE.signalling_steps() == {0, 1}
     assert DESIGN_SHAPE.signalling_steps() == {0}
     assert BareShape(activities=3, signals=0).signalling_steps() == set()
 
