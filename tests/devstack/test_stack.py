@@ -160,6 +160,10 @@ def test_a_taken_port_is_named_and_nothing_starts(
 ) -> None:
     port = stack_env.ports[taken]
     with socket.socket() as sock:
+        # The previous test's PostgreSQL closed its clients' connections on this port: they sit
+        # in TIME_WAIT, and a plain bind would fail. SO_REUSEADDR ignores those (as the stack's
+        # own check does) but not a listener, so the port is still "taken" for the stack.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
         sock.listen()
         up = stack_env.run("up", "--detach", **extra_env)
