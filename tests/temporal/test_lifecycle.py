@@ -52,9 +52,12 @@ async def test_a_lost_pod_ending_is_found_by_the_workflows_own_poll(stack: Stack
         pod_watcher_workflow_id(stack.settings.workflow_id_prefix)
     )
     await watcher.terminate("test: lose every pod ending")
-    view = await stack.submit(gpu=1, run_seconds=0.3)
+    # The pod runs long enough for start_pod to see it Running (it polls every 0.2 s): a pod
+    # that ended before that is found by start_pod's own look, which is not what this tests.
+    view = await stack.submit(gpu=1, run_seconds=4.0)
     done = await stack.result(view.job_id, timeout=4 * stack.settings.job_poll_seconds + 30)
     assert done.status == "SUCCEEDED"
+    assert JobStatus.RUNNING in [e.to_status for e in stack.store.queue.events(view.job_id)]
     history = await _event_types(stack, view.job_id)
     assert history.count(EventType.EVENT_TYPE_TIMER_FIRED) >= 1
     signals = [
