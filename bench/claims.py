@@ -22,7 +22,6 @@ and ``jobs`` is vacuumed — pgbench vacuums its own tables before each run too.
 
 from __future__ import annotations
 
-import argparse
 import math
 import multiprocessing
 import re
@@ -31,7 +30,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -39,7 +37,7 @@ import psycopg
 from bench.common import (
     BenchServer,
     World,
-    bench_server,
+    bench_main,
     fmt,
     insert_pending_jobs,
     machine_summary,
@@ -486,17 +484,15 @@ def render_profile(report: ClaimsReport) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.claims", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a fast smoke run")
-    parser.add_argument("--out", type=Path, help="also write the markdown here")
-    args = parser.parse_args(argv)
-    settings = QUICK if args.quick else Settings()
-    with bench_server() as server:
-        text = render(run(settings, server))
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return bench_main(
+        argv,
+        prog="python -m bench.claims",
+        description=__doc__,
+        run=run,
+        render=render,
+        full=Settings(),
+        quick=QUICK,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ error. Timings are wall-clock through psycopg unless a table says "server-side".
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import os
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -252,3 +253,39 @@ def run_pgbench(server: BenchServer, args: Sequence[str], dsn: str, *, pgoptions
     if result.returncode != 0:
         raise RuntimeError(f"pgbench {' '.join(args)} failed: {result.stderr.strip()[-500:]}")
     return result.stdout
+
+
+SettingsT = TypeVar("SettingsT")
+ReportT = TypeVar("ReportT")
+
+
+def run_on_fresh_server(
+    run: Callable[[SettingsT, BenchServer], ReportT],
+    render: Callable[[ReportT], str],
+    settings: SettingsT,
+) -> str:
+    """One benchmark on a server of its own, started before and stopped after it: its tables."""
+    with bench_server() as server:
+        return render(run(settings, server))
+
+
+def bench_main(
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    description: str | None,
+    run: Callable[[SettingsT, BenchServer], ReportT],
+    render: Callable[[ReportT], str],
+    full: SettingsT,
+    quick: SettingsT,
+) -> int:
+    """The command line every engine benchmark has: ``[--quick] [--out FILE]``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run")
+    parser.add_argument("--out", type=Path, help="also write the markdown here")
+    args = parser.parse_args(argv)
+    text = run_on_fresh_server(run, render, quick if args.quick else full)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0

@@ -32,12 +32,10 @@ but no path): a recursive walk up from the new parent to refuse a cycle, then on
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -45,7 +43,7 @@ import psycopg
 
 from bench.common import (
     BenchServer,
-    bench_server,
+    bench_main,
     fmt,
     machine_summary,
     markdown_table,
@@ -548,17 +546,15 @@ def render(report: ProjectsReport) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.projects", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a fast smoke run")
-    parser.add_argument("--out", type=Path, help="also write the markdown here")
-    args = parser.parse_args(argv)
-    settings = QUICK if args.quick else Settings()
-    with bench_server() as server:
-        text = render(run(settings, server))
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return bench_main(
+        argv,
+        prog="python -m bench.projects",
+        description=__doc__,
+        run=run,
+        render=render,
+        full=Settings(),
+        quick=QUICK,
+    )
 
 
 if __name__ == "__main__":

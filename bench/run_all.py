@@ -14,30 +14,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import claims, projects, victims
-from bench.common import bench_server
+from bench.common import run_on_fresh_server
 
-
-def _claims(quick: bool) -> str:
-    with bench_server() as server:
-        return claims.render(claims.run(claims.QUICK if quick else claims.Settings(), server))
-
-
-def _victims(quick: bool) -> str:
-    with bench_server() as server:
-        return victims.render(victims.run(victims.QUICK if quick else victims.Settings(), server))
-
-
-def _projects(quick: bool) -> str:
-    with bench_server() as server:
-        return projects.render(
-            projects.run(projects.QUICK if quick else projects.Settings(), server)
-        )
-
-
+# name → (quick?) → its tables, each on a server of its own
 BENCHMARKS: dict[str, Callable[[bool], str]] = {
-    "claims": _claims,
-    "victims": _victims,
-    "projects": _projects,
+    "claims": lambda quick: run_on_fresh_server(
+        claims.run, claims.render, claims.QUICK if quick else claims.Settings()
+    ),
+    "victims": lambda quick: run_on_fresh_server(
+        victims.run, victims.render, victims.QUICK if quick else victims.Settings()
+    ),
+    "projects": lambda quick: run_on_fresh_server(
+        projects.run, projects.render, projects.QUICK if quick else projects.Settings()
+    ),
 }
 
 

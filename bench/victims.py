@@ -21,12 +21,10 @@ Each measurement is one transaction rolled back afterwards:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -35,7 +33,7 @@ from psycopg.rows import dict_row
 from bench.common import (
     BenchServer,
     World,
-    bench_server,
+    bench_main,
     fmt,
     machine_summary,
     markdown_table,
@@ -249,17 +247,15 @@ def render(report: VictimsReport) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.victims", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a fast smoke run")
-    parser.add_argument("--out", type=Path, help="also write the markdown here")
-    args = parser.parse_args(argv)
-    settings = QUICK if args.quick else Settings()
-    with bench_server() as server:
-        text = render(run(settings, server))
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return bench_main(
+        argv,
+        prog="python -m bench.victims",
+        description=__doc__,
+        run=run,
+        render=render,
+        full=Settings(),
+        quick=QUICK,
+    )
 
 
 if __name__ == "__main__":
