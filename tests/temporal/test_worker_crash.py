@@ -4,10 +4,6 @@ double eviction and no lost job."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
@@ -25,40 +21,9 @@ from settings import Settings
 from store import Store
 from tests.db.helpers import assert_counters_consistent, scalar
 from tests.factories import seed
+from tests.faults.harness import WorkerProcess, worker_env
 from tests.stack import Stack, stack_settings
 from workflows.shared import dispatcher_workflow_id, job_workflow_id, pod_watcher_workflow_id
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class WorkerProcess:
-    """``python worker.py`` in its own process, configured like the test stack."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env = env
-        self.logs = logs
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    def start(self) -> None:
-        self.runs += 1
-        with open(self.logs / f"worker-{self.runs}.log", "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "worker.py"], cwd=ROOT, env=self.env, stdout=log, stderr=log
-            )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 @pytest.fixture
@@ -74,31 +39,13 @@ def crash_stack(
     store.tenants.grant(
         GrantRole(principal_id=world.alice.id, project_id=world.root.p_id, role=Role.MEMBER)
     )
-    env = {
-        **os.environ,
-        "QF_DATABASE_URL": db_dsn,
-        "QF_TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host,
-        **{
-            f"QF_{k.upper()}": str(v)
-            for k, v in settings.model_dump().items()
-            if v is not None
-            and k
-            in (
-                "task_queue",
-                "workflow_id_prefix",
-                "kube_mode",
-                "kube_url",
-                "kube_namespace",
-                "dispatcher_idle_seconds",
-                "reconcile_after_seconds",
-                "job_poll_seconds",
-                "eviction_deadline_seconds",
-                "eviction_grace_seconds",
-                "preemption_retry_seconds",
-            )
-        },
-    }
-    worker = WorkerProcess(env, tmp_path)
+    env = worker_env(
+        settings,
+        dsn=db_dsn,
+        temporal_address=temporal_env.client.service_client.config.target_host,
+        state_dir=tmp_path / "state",
+    )
+    worker = WorkerProcess("worker", env, tmp_path)
     worker.start()
     kube = KubeClient.from_settings(settings)
     stack = Stack(temporal_env.client, settings, store, kube, emulator, world)
