@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,8 +42,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench.common import fmt, markdown_table, percentile
+from bench.orchestration_stack import start_emulator, start_temporal, stop_postgres
 from devstack.postgres import EmbeddedPostgres, free_port
-from devstack.temporal import TemporalDevServer
 from domain.models import (
     AddPlan,
     CreateProject,
@@ -60,7 +59,6 @@ from store.db import Database
 from store.migrate import migrate
 from tests.db.helpers import replay_pool_usage
 from tests.faults.harness import (
-    ROOT,
     JobSpec,
     Sources,
     WorkerProcess,
@@ -75,7 +73,6 @@ from tests.faults.harness import (
 )
 from workflows.shared import FINAL_STATUSES
 
-TMPFS = Path("/dev/shm")
 ACTOR = "alice"
 
 
@@ -132,48 +129,6 @@ class Cluster:
 # --- the stack -----------------------------------------------------------------------------
 
 
-class EmulatorProcess:
-    """``python -m k8s.emulator`` in a process of its own (the driver's GIL stays the driver's)."""
-
-    def __init__(self, logs: Path) -> None:
-        self.port = free_port()
-        self.log = logs / "emulator.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("QF_")}
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "k8s.emulator", "--port", str(self.port)),
-                    *("--start-delay", "0.05", "--log-level", "WARNING"),
-                ],
-                cwd=ROOT,
-                env=env | {"PYTHONUNBUFFERED": "1"},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while "kube emulator serving" not in self.log.read_text(errors="replace"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the emulator did not start; see {self.log}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 def load_settings(kube_url: str) -> Settings:
     """The workers' settings: the fault experiments' ones, with production-like timers.
 
@@ -197,26 +152,13 @@ def servers(state: Path, *, keep: bool) -> Iterator[tuple[str, str, str]]:
     """PostgreSQL, the Temporal dev server and the emulator; yields their DSN and addresses."""
     with contextlib.ExitStack() as cleanup:
         postgres = EmbeddedPostgres(state, port=free_port(), durable=True, max_connections=200)
-        cleanup.callback(_stop_postgres, postgres)
+        cleanup.callback(stop_postgres, postgres)
         dsn = postgres.acquire()
         with Database(dsn, max_size=1) as db, db.connection() as conn:
             migrate(conn)
-        # On tmpfs the dev server's SQLite file is as fast as its in-memory store (the figure
-        # DESIGN §8 measured); its histories still survive the run for reading with --keep.
-        temporal_home = state
-        if TMPFS.is_dir():
-            temporal_home = Path(tempfile.mkdtemp(prefix="quotaflow-load-", dir=TMPFS))
-            if not keep:
-                cleanup.callback(shutil.rmtree, temporal_home, ignore_errors=True)
-        temporal = TemporalDevServer(
-            temporal_home, port=free_port(), ui_port=free_port(), headless=True
-        )
-        cleanup.callback(temporal.stop)
-        address = temporal.start()
-        emulator = EmulatorProcess(state / "logs")
-        cleanup.callback(emulator.stop)
-        emulator.start()
-        yield dsn, address, emulator.url
+        _, address = start_temporal(cleanup, state, tmpfs=True, keep=keep)
+        _, kube_url = start_emulator(cleanup, state / "logs" / "emulator.log", start_delay=0.05)
+        yield dsn, address, kube_url
 
 
 @contextlib.asynccontextmanager
@@ -243,13 +185,6 @@ async def load_cluster(shape: LoadShape, *, keep: bool = False) -> AsyncIterator
             yield cluster
         finally:
             await terminate_prefix(client, settings.workflow_id_prefix)
-
-
-def _stop_postgres(server: EmbeddedPostgres) -> None:
-    server.stop()
-    # As root the data folder may live under /var/tmp/quotaflow (devstack.postgres).
-    if server.data_dir.parent != server.home:
-        shutil.rmtree(server.data_dir.parent, ignore_errors=True)
 
 
 # --- the world and the jobs ------------------------------------------------------------------

@@ -275,42 +275,17 @@ async def bench_stack(options: StackOptions, *, keep_state: bool = False) -> Asy
             cleanup.callback(shutil.rmtree, state, ignore_errors=True)
 
         postgres = EmbeddedPostgres(state / "pg", port=free_port(), durable=True)
-        cleanup.callback(_stop_postgres, postgres)
+        cleanup.callback(stop_postgres, postgres)
         dsn = postgres.acquire()
         with Database(dsn, max_size=2) as db, db.connection() as conn:
             migrate(conn)
 
-        temporal_home = state
-        if options.temporal_store == "tmpfs":
-            temporal_home = Path(tempfile.mkdtemp(prefix="orchbench-temporal-", dir=TMPFS))
-            if not keep_state:
-                cleanup.callback(shutil.rmtree, temporal_home, ignore_errors=True)
-        temporal = TemporalDevServer(
-            temporal_home, port=free_port(), ui_port=free_port(), headless=True
+        temporal, temporal_address = start_temporal(
+            cleanup, state, tmpfs=options.temporal_store == "tmpfs", keep=keep_state
         )
-        cleanup.callback(temporal.stop)
-        temporal_address = temporal.start()
-
-        kube_port = free_port()
-        emulator = Child(
-            "kube emulator",
-            [
-                sys.executable,
-                "-m",
-                "k8s.emulator",
-                "--port",
-                str(kube_port),
-                "--start-delay",
-                str(options.start_delay_seconds),
-                "--log-level",
-                "WARNING",
-            ],
-            state / "emulator.log",
-            python_env({}),
+        emulator, kube_url = start_emulator(
+            cleanup, state / "emulator.log", start_delay=options.start_delay_seconds
         )
-        cleanup.callback(emulator.stop)
-        emulator.start().wait_for("kube emulator serving")
-        kube_url = f"http://127.0.0.1:{kube_port}"
 
         store = Store(Database(dsn, min_size=1, max_size=4), ZoneInfo("UTC"))
         cleanup.callback(store.close)
@@ -391,7 +366,44 @@ def _pid(pid: int | None) -> int:
     return pid
 
 
-def _stop_postgres(server: EmbeddedPostgres) -> None:
+def start_temporal(
+    cleanup: contextlib.ExitStack, state: Path, *, tmpfs: bool, keep: bool
+) -> tuple[TemporalDevServer, str]:
+    """A headless dev server, stopped by ``cleanup``; and its address.
+
+    With ``tmpfs`` its SQLite file goes under /dev/shm (as fast as the in-memory store DESIGN §8
+    measured; the histories still outlive the run for reading when ``keep``).
+    """
+    home = state
+    if tmpfs and Path(TMPFS).is_dir():
+        home = Path(tempfile.mkdtemp(prefix="quotaflow-bench-temporal-", dir=TMPFS))
+        if not keep:
+            cleanup.callback(shutil.rmtree, home, ignore_errors=True)
+    temporal = TemporalDevServer(home, port=free_port(), ui_port=free_port(), headless=True)
+    cleanup.callback(temporal.stop)
+    return temporal, temporal.start()
+
+
+def start_emulator(
+    cleanup: contextlib.ExitStack, log: Path, *, start_delay: float
+) -> tuple[Child, str]:
+    """``python -m k8s.emulator`` in a process of its own, stopped by ``cleanup``; and its URL."""
+    port = free_port()
+    emulator = Child(
+        "kube emulator",
+        [
+            *(sys.executable, "-m", "k8s.emulator", "--port", str(port)),
+            *("--start-delay", str(start_delay), "--log-level", "WARNING"),
+        ],
+        log,
+        python_env({}),
+    )
+    cleanup.callback(emulator.stop)
+    emulator.start().wait_for("kube emulator serving")
+    return emulator, f"http://127.0.0.1:{port}"
+
+
+def stop_postgres(server: EmbeddedPostgres) -> None:
     server.stop()
     # As root the data folder may live under /var/tmp/quotaflow (see devstack.postgres).
     if server.data_dir.parent != server.home:
