@@ -177,6 +177,12 @@ async def stack(
 
 # --- the command line against the stack -----------------------------------------------
 
+# alice submits a 1-GPU job to org/team that runs a minute: something running to look at
+ALICE_SUBMITS_A_LONG_JOB = (
+    *("--as", "alice", "job", "submit", "org/team"),
+    *("--gpu", "1", "--pool", "main", "--run-seconds", "60"),
+)
+
 assert starter.COMMAND_MODULES  # importing starter registers every command
 
 Invoke = Callable[..., tuple[int, str, str]]

@@ -6,7 +6,7 @@ import asyncio
 
 from domain.models import CreateUser
 from tests.db.helpers import count
-from tests.stack import Invoke, Stack, call, ok
+from tests.stack import ALICE_SUBMITS_A_LONG_JOB, Invoke, Stack, call, ok
 
 
 async def test_job_commands(cli: Invoke, stack: Stack) -> None:
@@ -34,20 +34,7 @@ async def test_job_commands(cli: Invoke, stack: Stack) -> None:
     events = await ok(cli, "--as", "alice", "job", "events", done["job_id"])
     assert [e["to_status"] for e in events] == ["PENDING", "ADMITTED", "RUNNING", "SUCCEEDED"]
     # a long job to cancel, and the visibility list
-    long = await ok(
-        cli,
-        "--as",
-        "alice",
-        "job",
-        "submit",
-        "org/team",
-        "--gpu",
-        "1",
-        "--pool",
-        "main",
-        "--run-seconds",
-        "60",
-    )
+    long = await ok(cli, *ALICE_SUBMITS_A_LONG_JOB)
     assert isinstance(long, dict)
     await stack.wait_status(long["job_id"], "RUNNING")
     for _ in range(50):  # visibility is eventually consistent
@@ -83,20 +70,7 @@ async def test_rbac_on_submit_and_cancel(cli: Invoke, stack: Stack) -> None:
     assert code == 1
     assert "permission_denied" in err and "submitting a job needs member" in err
     assert count(stack.store.db, "jobs") == jobs_before
-    job = await ok(
-        cli,
-        "--as",
-        "alice",
-        "job",
-        "submit",
-        "org/team",
-        "--gpu",
-        "1",
-        "--pool",
-        "main",
-        "--run-seconds",
-        "60",
-    )
+    job = await ok(cli, *ALICE_SUBMITS_A_LONG_JOB)
     assert isinstance(job, dict)
     code, _, err = await call(cli, "--as", "bob", "job", "cancel", job["job_id"])
     assert code == 1

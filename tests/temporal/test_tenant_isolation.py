@@ -10,7 +10,7 @@ import uuid
 from domain.errors import PermissionDenied
 from domain.models import CreateUser
 from tests.db.helpers import count
-from tests.stack import Invoke, Stack, call, ok
+from tests.stack import ALICE_SUBMITS_A_LONG_JOB, Invoke, Stack, call, ok
 from workflows.client import cancel_job, change_config, submit_job
 from workflows.shared import CancelRequest, ConfigRequest, JobRequest
 
@@ -30,20 +30,7 @@ async def test_an_outsider_can_neither_read_nor_change_a_subtree(cli: Invoke, st
     stack.world.plan(stack.world.team, 8)
     root = ("--as", "root")
     commit = await ok(cli, *root, "config", "commit", "org/team", "-m", "c1", "--content", "{}")
-    job = await ok(
-        cli,
-        "--as",
-        "alice",
-        "job",
-        "submit",
-        "org/team",
-        "--gpu",
-        "1",
-        "--pool",
-        "main",
-        "--run-seconds",
-        "60",
-    )
+    job = await ok(cli, *ALICE_SUBMITS_A_LONG_JOB)
     await stack.wait_status(job["job_id"], "RUNNING")
     plan_group = str(stack.store.plans.for_project(stack.world.team.p_id)[0].plan_group)
     before = {t: count(stack.store.db, t) for t in TABLES}
