@@ -107,16 +107,21 @@ def build_worker(client: Client, deps: Deps) -> Worker:
     )
 
 
-async def ensure_singletons(client: Client, deps: Deps) -> None:
-    """The pod watcher, and a dispatcher for every pool (both started idempotently)."""
+async def ensure_singletons(client: Client, deps: Deps, *, pod_watcher: bool = True) -> None:
+    """The pod watcher, and a dispatcher for every pool (both started idempotently).
+
+    ``pod_watcher=False`` is for tests of what happens when every pod ending is lost: a watcher
+    terminated after the fact leaves its activity signalling until its next heartbeat notices.
+    """
     settings = deps.settings
-    await client.start_workflow(
-        PodWatcherWorkflow.run,
-        PodWatchInput(),
-        id=pod_watcher_workflow_id(settings.workflow_id_prefix),
-        task_queue=settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
+    if pod_watcher:
+        await client.start_workflow(
+            PodWatcherWorkflow.run,
+            PodWatchInput(),
+            id=pod_watcher_workflow_id(settings.workflow_id_prefix),
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
     pools = await asyncio.to_thread(deps.store.catalog.pools)
     for pool in pools:
         await wake_dispatcher(client, settings, pool.name, "worker started")

@@ -148,8 +148,12 @@ class Stack:
 
 @pytest.fixture
 async def stack(
-    temporal_env: WorkflowEnvironment, store: Store, emulator: EmulatorServer
+    request: pytest.FixtureRequest,
+    temporal_env: WorkflowEnvironment,
+    store: Store,
+    emulator: EmulatorServer,
 ) -> AsyncIterator[Stack]:
+    """The stack; a test marked ``no_pod_watcher`` gets it without the pod watcher."""
     settings = stack_settings(emulator.url)
     world = seed(store, gpus=8)
     from domain.models import GrantRole, Role
@@ -162,7 +166,8 @@ async def stack(
     client = temporal_env.client
     deps = Deps(store=store, kube=kube, settings=settings, client=client, executor=executor)
     async with build_worker(client, deps):
-        await ensure_singletons(client, deps)
+        watched = request.node.get_closest_marker("no_pod_watcher") is None
+        await ensure_singletons(client, deps, pod_watcher=watched)
         yield Stack(client, settings, store, kube, emulator, world)
         prefix = settings.workflow_id_prefix
         for workflow_id in [
