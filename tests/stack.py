@@ -8,10 +8,10 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from temporalio.client import Client
@@ -44,6 +44,8 @@ from workflows.shared import (
     pod_watcher_workflow_id,
     preemption_workflow_id,
 )
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -215,6 +217,21 @@ def cli(
 
     yield invoke
     get_settings.cache_clear()
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], *, what: str, timeout: float = 30, every: float = 0.2
+) -> T:
+    """Await ``probe`` until it returns something truthy (Temporal's visibility is eventually
+    consistent); fail saying ``what`` after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s (last {value!r})")
+        await asyncio.sleep(every)
 
 
 async def call(cli: Invoke, *args: str) -> tuple[int, str, str]:

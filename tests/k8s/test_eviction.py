@@ -64,7 +64,7 @@ def test_eviction_is_graceful_and_marks_the_disruption(kube: KubeClient, core: C
     assert conditions["DisruptionTarget"]["reason"] == "EvictionByEvictionAPI"
     # Evicting a pod that is already terminating is accepted again, and changes nothing.
     assert kube.evict_pod(pod.name, grace_seconds=1).outcome == "evicted"
-    wait_for(lambda: kube.get_pod(pod.name) is None, timeout=3)
+    wait_for(lambda: kube.get_pod(pod.name) is None, timeout=10)
 
 
 def test_eviction_of_a_pod_already_gone_is_success(kube: KubeClient) -> None:

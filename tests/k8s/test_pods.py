@@ -233,7 +233,7 @@ def test_graceful_deletion_keeps_the_pod_terminating(kube: KubeClient) -> None:
     assert terminating.phase == "Running"
     # A second, longer delete does not extend the grace period; the pod goes after ~1 s.
     assert kube.delete_pod(info.name, grace_seconds=30)
-    wait_for(lambda: kube.get_pod(info.name) is None, timeout=3)
+    wait_for(lambda: kube.get_pod(info.name) is None, timeout=10)
 
 
 def test_pending_pod_is_deleted_at_once(kube: KubeClient, core: CoreV1Api) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 from domain.models import CreateUser
 from tests.db.helpers import count
-from tests.stack import ALICE_SUBMITS_A_LONG_JOB, Invoke, Stack, call, ok
+from tests.stack import ALICE_SUBMITS_A_LONG_JOB, Invoke, Stack, call, eventually, ok
 
 
 async def test_job_commands(cli: Invoke, stack: Stack) -> None:
@@ -37,13 +37,12 @@ async def test_job_commands(cli: Invoke, stack: Stack) -> None:
     long = await ok(cli, *ALICE_SUBMITS_A_LONG_JOB)
     assert isinstance(long, dict)
     await stack.wait_status(long["job_id"], "RUNNING")
-    for _ in range(50):  # visibility is eventually consistent
-        listed = await ok(
+    listed = await eventually(
+        lambda: ok(
             cli, "--as", "alice", "job", "list", "--status", "RUNNING", "--project", "org/team"
-        )
-        if listed:
-            break
-        await asyncio.sleep(0.2)
+        ),
+        what="the running job in alice's list",
+    )
     assert [r["workflow_id"] for r in listed] == [
         f"{stack.settings.workflow_id_prefix}job-{long['job_id']}"
     ]

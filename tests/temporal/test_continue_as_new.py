@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
+from collections.abc import Awaitable
 
 from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
-from tests.stack import Stack
+from tests.stack import Stack, eventually
 from workflows.dispatcher import DispatcherWorkflow
 from workflows.job import JobWorkflow
 from workflows.shared import (
@@ -25,6 +25,10 @@ from workflows.shared import (
 async def runs_of(stack: Stack, workflow_id: str) -> int:
     query = f"WorkflowId = '{workflow_id}'"
     return len([w async for w in stack.client.list_workflows(query)])
+
+
+async def _at_least(n: int, count: Awaitable[int]) -> bool:
+    return await count >= n
 
 
 async def test_dispatcher_and_job_continue_as_new(stack: Stack) -> None:
@@ -75,6 +79,8 @@ async def test_dispatcher_and_job_continue_as_new(stack: Stack) -> None:
     done = await stack.result(low_id, timeout=90)  # follows the runs to the last one
     assert done.status == "SUCCEEDED"
     assert done.attempt == 1
-    await asyncio.sleep(1)  # visibility is eventually consistent
-    assert await runs_of(stack, job_workflow_id(low_id, prefix)) >= 2
-    assert await runs_of(stack, dispatcher_id) >= 2
+    job_id = job_workflow_id(low_id, prefix)
+    await eventually(lambda: _at_least(2, runs_of(stack, job_id)), what="two runs of the job")
+    await eventually(
+        lambda: _at_least(2, runs_of(stack, dispatcher_id)), what="two runs of the dispatcher"
+    )
