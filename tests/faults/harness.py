@@ -44,6 +44,8 @@ from workflows.shared import (
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_MARK = "worker ready on task queue"
+# How long a workflow whose job is final in the database may take to close its run.
+SETTLE_SECONDS = 30.0
 T = TypeVar("T")
 
 # The settings a worker process gets from the experiment (each becomes a QF_ variable).
@@ -337,6 +339,22 @@ async def workflow_status(client: Client, workflow_id: str) -> WorkflowExecution
     return description.status
 
 
+async def settled_status(
+    client: Client, workflow_id: str, *, timeout: float = SETTLE_SECONDS
+) -> WorkflowExecutionStatus | None:
+    """The status of ``workflow_id`` once it is no longer running, or RUNNING after ``timeout``.
+
+    The database's final row comes first (finish_job writes it, then the workflow task that
+    completes the run still has to be dispatched): a run that is still closing is given time.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await workflow_status(client, workflow_id)
+        if status != WorkflowExecutionStatus.RUNNING or time.monotonic() > deadline:
+            return status
+        await asyncio.sleep(0.2)
+
+
 async def gather_limited(calls: Iterable[Awaitable[T]], limit: int = 32) -> list[T]:
     gate = asyncio.Semaphore(limit)
 
@@ -487,7 +505,7 @@ async def temporal_violations(src: Sources, job_ids: Sequence[UUID]) -> list[str
         job_id: UUID,
     ) -> tuple[UUID, WorkflowExecutionStatus | None, JobView | None]:
         handle = src.client.get_workflow_handle(job_workflow_id(job_id, prefix))
-        status = await workflow_status(src.client, handle.id)
+        status = await settled_status(src.client, handle.id)
         result = None
         if status == WorkflowExecutionStatus.COMPLETED:
             result = JobView.model_validate(await handle.result())
@@ -520,7 +538,7 @@ async def temporal_violations(src: Sources, job_ids: Sequence[UUID]) -> list[str
     saga_ids = [preemption_workflow_id(r["preemptor_id"], prefix) for r in preemptors]
     for workflow_id, status in zip(
         saga_ids,
-        await gather_limited(workflow_status(src.client, w) for w in saga_ids),
+        await gather_limited(settled_status(src.client, w) for w in saga_ids),
         strict=True,
     ):
         if status != WorkflowExecutionStatus.COMPLETED:
