@@ -27,7 +27,8 @@ async def _event_types(stack: Stack, job_id: UUID) -> list[int]:
 
 async def test_submit_admit_run_succeed(stack: Stack) -> None:
     view = await stack.submit(gpu=2, run_seconds=0.3)
-    assert view.status == "PENDING" and view.project_path == "org/team"
+    # The answer is the job as it stands: the dispatcher may have admitted it already.
+    assert view.status in ("PENDING", "ADMITTED") and view.project_path == "org/team"
     done = await stack.result(view.job_id)
     assert done.status == "SUCCEEDED"
     events = stack.store.queue.events(view.job_id)
