@@ -31,6 +31,9 @@ PY
 
 # The code runs from /app as it does from a checkout (sql/ is found next to store/).
 COPY . .
+# Bytecode now: the worker's user cannot write /app, and the workflow sandbox imports a
+# workflow's module again for every run (workflows/sandbox.py).
+RUN python -m compileall -q /app
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin quotaflow
 USER 10001

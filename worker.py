@@ -41,6 +41,7 @@ from workflows.dispatcher import DispatcherWorkflow
 from workflows.job import JobWorkflow
 from workflows.pod_watcher import PodWatcherWorkflow
 from workflows.preemption import PreemptionWorkflow
+from workflows.sandbox import ensure_bytecode
 from workflows.shared import PodWatchInput, pod_watcher_workflow_id
 
 log = logging.getLogger("quotaflow.worker")
@@ -96,6 +97,7 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
 
 
 def build_worker(client: Client, deps: Deps) -> Worker:
+    ensure_bytecode(WORKFLOWS)  # the sandbox imports each run's module anew (workflows/sandbox.py)
     return Worker(
         client,
         task_queue=deps.settings.task_queue,

@@ -31,6 +31,7 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ConfigDict, Field
 
+    from workflows.sandbox import ensure_bytecode
     from workflows.shared import QF_STATUS
 
 log = logging.getLogger("quotaflow.bench.bare")
@@ -177,6 +178,7 @@ async def serve(address: str, namespace: str, task_queue: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    ensure_bytecode([BareWorkflow])  # as quotaflow's worker does: the yardstick is set up alike
     worker = Worker(
         client,
         task_queue=task_queue,
