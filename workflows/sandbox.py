@@ -5,10 +5,11 @@ module anew (what it passes through — the standard library, temporalio, and wh
 modules import under ``imports_passed_through`` — is shared). Executing a module is cheap when
 its bytecode is cached in ``__pycache__``; with ``PYTHONDONTWRITEBYTECODE=1`` (set by our
 Dockerfile, as by most Python images and many CI machines) nothing is ever cached, and every run
-compiles the module from source: ~5–10 ms of worker CPU for each job's ``workflows/job.py``, a
-sizeable part of what a job costs the worker. So the worker writes that bytecode once when it
-starts; where the code is read-only (the image runs as an unprivileged user), the image build
-compiles it instead (``python -m compileall`` in the Dockerfile).
+compiles the module from source: executing ``workflows/job.py`` takes 2.6 ms of CPU from source
+against 0.9 ms from bytecode (measured here), so ~1.7 ms of every job's ~50 ms in the worker.
+So the worker writes that bytecode once when it starts; where the code is read-only (the image
+runs as an unprivileged user), the image build compiles it instead (``python -m compileall`` in
+the Dockerfile).
 
 Only the bytecode cache is written, exactly as the interpreter would have written it itself;
 a stale entry is rewritten (``compileall`` compares the source's mtime and size).
