@@ -57,6 +57,9 @@ class JobWorkflow:
     @workflow.init
     def __init__(self, input: JobInput) -> None:
         self._job_id = input.job_id
+        # What was asked for (None when the workflow adopts an existing job, or after
+        # continue-as-new): until the job's row is read, what a resubmission is compared with.
+        self._request = input.request
         self._view: JobView | None = None
         self._rejected: ApplicationError | None = None
         self._admitted: list[int] = []
@@ -107,6 +110,19 @@ class JobWorkflow:
     def _validate_submit(self, request: JobRequest) -> None:
         if request.job_id != self._job_id:
             raise ValueError(f"this workflow is job {self._job_id}, not {request.job_id}")
+        # The comparison the database makes once the job has ended (QueueStore._same_job), so a
+        # reused id is refused the same way before and after. A rejected update leaves no event.
+        first = self._view or self._request
+        if first is not None and (first.project_id, first.gpu, first.cpu) != (
+            request.project_id,
+            request.gpu,
+            request.cpu,
+        ):
+            raise ApplicationError(
+                f"job {self._job_id} already exists with a different project or resources",
+                type="InvalidInput",
+                non_retryable=True,
+            )
 
     @workflow.update
     async def cancel(self, request: CancelRequest) -> JobView:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.service import RPCError
 
+from domain.errors import InvalidInput
 from domain.models import JobStatus
 from tests.stack import Stack
-from workflows.shared import job_workflow_id, pod_watcher_workflow_id
+from workflows.client import cancel_job, submit_job
+from workflows.shared import CancelRequest, JobRequest, job_workflow_id, pod_watcher_workflow_id
 
 
 async def _history(stack: Stack, job_id: UUID) -> list[Any]:
@@ -72,3 +75,34 @@ async def test_a_lost_pod_ending_is_found_by_the_workflows_own_poll(stack: Stack
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
     ]
     assert "pod_ended" not in signals
+
+
+async def test_a_reused_id_for_another_job_is_refused_while_the_first_runs(stack: Stack) -> None:
+    first = JobRequest(
+        job_id=uuid4(),
+        project_id=stack.world.team.p_id,
+        actor="alice",
+        gpu=1,
+        pool=stack.world.pool,
+        run_seconds=60.0,
+    )
+    await submit_job(stack.client, stack.settings, first)
+    await stack.wait_status(first.job_id, "RUNNING")
+    history = await _event_types(stack, first.job_id)
+    for other in (
+        first.model_copy(update={"gpu": 2}),
+        first.model_copy(update={"cpu": 4}),
+        first.model_copy(update={"project_id": stack.world.root.p_id}),
+    ):
+        with pytest.raises(InvalidInput, match="already exists with a different project"):
+            await submit_job(stack.client, stack.settings, other)
+    # The same request again (a retry) is still answered with the job, as it stands.
+    again = await submit_job(stack.client, stack.settings, first.model_copy(update={"name": "x"}))
+    assert (again.job_id, again.gpu, again.status) == (first.job_id, 1, "RUNNING")
+    job = await asyncio.to_thread(stack.store.queue.get, first.job_id)
+    assert (job.required_gpu, job.required_cpu, job.project_id) == (1, 0, first.project_id)
+    # Refused updates leave nothing in the history: only the first submit and the retry are in.
+    accepted = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+    assert history.count(accepted) == 1
+    assert (await _event_types(stack, first.job_id)).count(accepted) == 2
+    await cancel_job(stack.client, stack.settings, first.job_id, CancelRequest(actor="alice"))
