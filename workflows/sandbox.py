@@ -12,7 +12,7 @@ runs as an unprivileged user), the image build compiles it instead (``python -m 
 the Dockerfile).
 
 Only the bytecode cache is written, exactly as the interpreter would have written it itself;
-a stale entry is rewritten (``compileall`` compares the source's mtime and size).
+a stale entry is rewritten (``compileall`` compares it with the source's mtime).
 """
 
 from __future__ import annotations
@@ -38,14 +38,8 @@ def module_files(workflow_classes: Iterable[type]) -> list[Path]:
 
 def ensure_bytecode(workflow_classes: Iterable[type]) -> list[Path]:
     """Write the bytecode cache of every workflow module; returns the files it could not."""
-    failed = []
-    for path in module_files(workflow_classes):
-        try:
-            ok = compileall.compile_file(str(path), quiet=2)
-        except OSError:
-            ok = False
-        if not ok:
-            failed.append(path)
+    # compile_file reports an unwritable cache (OSError) as False itself.
+    failed = [p for p in module_files(workflow_classes) if not compileall.compile_file(p, quiet=2)]
     if failed:
         # Not an error: the runs still work, each one compiling its module from source.
         log.warning(
